@@ -1,0 +1,51 @@
+# iotmon — developer entry points. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KAFKA_PORT ?= 9092
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo bench bench-full kafka-up kafka-down kafka-jars clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check iotmon tests bench
+	$(BIN)/ruff format --check iotmon tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Tests start their own broker on KAFKA_TEST_PORT (39092), apart from a dev broker on 9092;
+# IOTMON_TEST_BOOTSTRAP=host:port uses an existing broker instead.
+pytest: $(STAMP)
+	KAFKA_PORT=$(or $(KAFKA_TEST_PORT),39092) $(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/iotmon demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-full: $(STAMP)
+	$(BIN)/python -m bench --full $(BENCH_ARGS)
+
+kafka-jars:
+	dev/kafka/kafka.sh jars
+
+kafka-up:
+	KAFKA_PORT=$(KAFKA_PORT) dev/kafka/kafka.sh up
+
+kafka-down:
+	KAFKA_PORT=$(KAFKA_PORT) dev/kafka/kafka.sh down
+
+clean:
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

@@ -1,0 +1,36 @@
+"""Alerting: per-device rules judged on event time, grouped digests, durable delivery.
+
+- :mod:`~iotmon.alerts.rules` — :class:`AlertSettings`, per-device overrides, the resolved
+  :class:`Rule` of each device.
+- :mod:`~iotmon.alerts.tracker` — :class:`AlertTracker`, the per-partition state machine
+  (pending → firing → resolved, stale) and the clock design behind it.
+- :mod:`~iotmon.alerts.digest` — when digests go out, what they contain, their identity.
+- :mod:`~iotmon.alerts.alerter` — :class:`Alerter`, which wires those to the outbox and
+  the delivery task of :mod:`iotmon.notify`.
+"""
+
+from iotmon.alerts.alerter import Alerter
+from iotmon.alerts.digest import Change, DigestScheduler
+from iotmon.alerts.rules import AlertSettings, Rule, RuleBook, RuleOverride
+from iotmon.alerts.tracker import (
+    AlertTracker,
+    StatsView,
+    Transition,
+    TransitionSink,
+    TransitionState,
+)
+
+__all__ = [
+    "AlertSettings",
+    "AlertTracker",
+    "Alerter",
+    "Change",
+    "DigestScheduler",
+    "Rule",
+    "RuleBook",
+    "RuleOverride",
+    "StatsView",
+    "Transition",
+    "TransitionSink",
+    "TransitionState",
+]

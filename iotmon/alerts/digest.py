@@ -1,0 +1,323 @@
+"""When digests go out and what they say: grouping, rate limits, reminders, identity.
+
+Every transition that matters to people (firing, resolved, stale, recovered) is a
+:class:`Change` queued in its recipient group (devices whose rule has the same recipients
+share a group, so a digest is split per recipient set). A group's next digest is due at::
+
+    max(earliest queued change + group_wait, previous digest + group_interval)
+
+and carries exactly the queued changes with ``at <= due``; with nothing queued but devices
+still firing, a reminder is due ``repeat_interval`` after the previous digest. All of
+these are event times, and :meth:`DigestScheduler.due` emits whatever is due by the stream
+clock it is given, however late it is asked (several in a row if need be) — so which
+digest a change lands in, and when, does not depend on the tick cadence.
+
+Identity: a digest's id hashes its kind, schedule slot, recipient set and the transitions
+it reports (device, state, time) — or, for a reminder, the firing devices and since when.
+The figures shown (means, max, last seen) are the latest known when it is rendered and
+are left out of the id on purpose: a replay after a crash regenerates the same id and the
+outbox drops the copy, even though the figures may have moved on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias
+
+import orjson
+
+from iotmon.alerts.rules import AlertSettings, seconds_to_us
+from iotmon.alerts.tracker import StatsView
+from iotmon.notify.model import DeviceReport, Digest
+
+__all__ = ["Change", "ChangeState", "DigestScheduler", "LiveStats"]
+
+ChangeState: TypeAlias = Literal["firing", "resolved", "stale", "recovered"]
+LiveStats: TypeAlias = Callable[[str], StatsView | None]
+"""Current statistics of a device, when this process has them."""
+
+_STATE_VERSION: Final = 1
+_ID_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """A transition worth telling, with the device's rule and figures at that moment."""
+
+    device: str
+    state: ChangeState
+    at_us: int
+    value: float | None
+    threshold: float
+    clear_below: float
+    recipients: tuple[str, ...]
+    window_mean: float | None = None
+    running_mean: float | None = None
+    max: float | None = None
+    last_seen_us: int | None = None
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.device,
+            self.state,
+            self.at_us,
+            self.value,
+            self.threshold,
+            self.clear_below,
+            list(self.recipients),
+            self.window_mean,
+            self.running_mean,
+            self.max,
+            self.last_seen_us,
+        ]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> Change:
+        if not isinstance(row, list) or len(row) != 11:
+            raise ValueError(f"alerter state: bad change record {row!r}")
+        state = row[1]
+        if state not in ("firing", "resolved", "stale", "recovered"):
+            raise ValueError(f"alerter state: unknown change state {state!r}")
+        return cls(
+            device=str(row[0]),
+            state=state,
+            at_us=int(row[2]),
+            value=_opt_float(row[3]),
+            threshold=float(row[4]),
+            clear_below=float(row[5]),
+            recipients=tuple(str(r) for r in row[6]),
+            window_mean=_opt_float(row[7]),
+            running_mean=_opt_float(row[8]),
+            max=_opt_float(row[9]),
+            last_seen_us=None if row[10] is None else int(row[10]),
+        )
+
+
+@dataclass(slots=True)
+class _Group:
+    recipients: tuple[str, ...]
+    queued: list[Change] = field(default_factory=list)
+    firing: dict[str, Change] = field(default_factory=dict)
+    """Firing devices as of the last digest, with the change that made them fire."""
+    stale: dict[str, Change] = field(default_factory=dict)
+    last_slot_us: int | None = None
+    earliest_queued_us: int | None = None
+    """min(at_us) over ``queued``, kept up to date: asked on every tick."""
+
+    def enqueue(self, change: Change) -> None:
+        self.queued.append(change)
+        if self.earliest_queued_us is None or change.at_us < self.earliest_queued_us:
+            self.earliest_queued_us = change.at_us
+
+    def take(self, upto_us: int) -> list[Change]:
+        """Remove and return the queued changes with ``at_us <= upto_us``."""
+        taken = [c for c in self.queued if c.at_us <= upto_us]
+        self.queued = [c for c in self.queued if c.at_us > upto_us]
+        self.earliest_queued_us = min((c.at_us for c in self.queued), default=None)
+        return taken
+
+
+class DigestScheduler:
+    """Pure scheduling logic, no I/O: feed it changes, ask it for due digests."""
+
+    def __init__(self, *, settings: AlertSettings) -> None:
+        self.settings = settings
+        self._group_wait_us = seconds_to_us(settings.group_wait)
+        self._group_interval_us = seconds_to_us(settings.group_interval)
+        self._repeat_us = seconds_to_us(settings.repeat_interval)
+        self._groups: dict[tuple[str, ...], _Group] = {}
+
+    def add(self, change: Change) -> None:
+        self._group(change.recipients).enqueue(change)
+
+    def adopt(self, change: Change) -> None:
+        """Know about a device already firing or stale (a partition taken over from another
+        process) without announcing it again; it shows up in later digests and reminders."""
+        group = self._group(change.recipients)
+        target = group.firing if change.state == "firing" else group.stale
+        target.setdefault(change.device, change)
+
+    def forget(self, devices: Collection[str]) -> None:
+        """Stop reminding about devices whose partition went to another process. Their
+        queued changes still go out from here."""
+        for group in self._groups.values():
+            for device in devices:
+                group.firing.pop(device, None)
+                group.stale.pop(device, None)
+
+    def next_due_us(self) -> int | None:
+        """The earliest stream time at which some digest is due (None: nothing to send)."""
+        dues = [d for g in self._groups.values() if (d := self._next_due(g)) is not None]
+        return min(dues, default=None)
+
+    def due(self, now_us: int, *, live: LiveStats) -> list[Digest]:
+        """Every digest due by stream time ``now_us``, oldest first within each group."""
+        digests = []
+        for key in sorted(self._groups):
+            group = self._groups[key]
+            while (slot := self._next_due(group)) is not None and slot <= now_us:
+                digests.append(self._emit(group, slot, upto_us=slot, live=live))
+        return digests
+
+    def drain(self, *, live: LiveStats) -> list[Digest]:
+        """One digest per group with every queued change, whatever the time: for shutdown
+        (``--once``), so the last changes of a run are not left waiting for a clock that
+        will not move again. Reminders are not drained."""
+        digests = []
+        for key in sorted(self._groups):
+            group = self._groups[key]
+            if group.queued:
+                slot = self._next_due(group)
+                assert slot is not None
+                upto = max(c.at_us for c in group.queued)
+                digests.append(self._emit(group, slot, upto_us=upto, live=live))
+        return digests
+
+    # -- state -------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "groups": [
+                {
+                    "recipients": list(g.recipients),
+                    "queued": [c.to_list() for c in g.queued],
+                    "firing": [c.to_list() for c in g.firing.values()],
+                    "stale": [c.to_list() for c in g.stale.values()],
+                    "last_slot_us": g.last_slot_us,
+                }
+                for g in self._groups.values()
+            ],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"alerter state: unknown digest state version {state.get('version')!r}"
+            )
+        groups: dict[tuple[str, ...], _Group] = {}
+        for doc in state["groups"]:
+            recipients = tuple(str(r) for r in doc["recipients"])
+            last_slot = doc["last_slot_us"]
+            group = groups[recipients] = _Group(
+                recipients=recipients,
+                firing={(c := Change.from_list(row)).device: c for row in doc["firing"]},
+                stale={(c := Change.from_list(row)).device: c for row in doc["stale"]},
+                last_slot_us=None if last_slot is None else int(last_slot),
+            )
+            for row in doc["queued"]:
+                group.enqueue(Change.from_list(row))
+        self._groups = groups
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _group(self, recipients: tuple[str, ...]) -> _Group:
+        group = self._groups.get(recipients)
+        if group is None:
+            group = self._groups[recipients] = _Group(recipients=recipients)
+        return group
+
+    def _next_due(self, group: _Group) -> int | None:
+        last = group.last_slot_us
+        if group.earliest_queued_us is not None:
+            due = group.earliest_queued_us + self._group_wait_us
+            if last is not None:
+                due = max(due, last + self._group_interval_us)
+            return due
+        if group.firing and last is not None:
+            return last + self._repeat_us
+        return None
+
+    def _emit(self, group: _Group, slot_us: int, *, upto_us: int, live: LiveStats) -> Digest:
+        taken = group.take(upto_us)
+        # Stable sort: two changes of one device at the same time keep their order.
+        taken.sort(key=lambda c: (c.at_us, c.device))
+        new_firing: set[str] = set()
+        new_stale: set[str] = set()
+        resolved: dict[str, Change] = {}
+        recovered: dict[str, Change] = {}
+        for change in taken:
+            device = change.device
+            if change.state == "firing":
+                group.firing[device] = change
+                new_firing.add(device)
+                resolved.pop(device, None)
+            elif change.state == "resolved":
+                group.firing.pop(device, None)
+                new_firing.discard(device)
+                resolved[device] = change
+            elif change.state == "stale":
+                group.stale[device] = change
+                new_stale.add(device)
+                recovered.pop(device, None)
+            else:
+                group.stale.pop(device, None)
+                new_stale.discard(device)
+                recovered[device] = change
+        group.last_slot_us = slot_us
+        kind: Literal["change", "reminder"] = "change" if taken else "reminder"
+        if taken:
+            about: list[Any] = [[c.device, c.state, c.at_us] for c in taken]
+        else:
+            about = [[d, c.at_us] for d, c in sorted(group.firing.items())]
+        identity = orjson.dumps([_ID_VERSION, kind, slot_us, list(group.recipients), about])
+        settings = self.settings
+        return Digest(
+            digest_id=hashlib.sha256(identity).hexdigest()[:32],
+            kind=kind,
+            slot_us=slot_us,
+            recipients=group.recipients,
+            metric=settings.metric,
+            firing=tuple(
+                self._report(c, new=d in new_firing, live=live)
+                for d, c in sorted(group.firing.items())
+            ),
+            resolved=tuple(
+                self._report(c, new=True, live=live) for _, c in sorted(resolved.items())
+            ),
+            stale=tuple(
+                self._report(c, new=d in new_stale, live=live)
+                for d, c in sorted(group.stale.items())
+            ),
+            recovered=tuple(
+                self._report(c, new=True, live=live) for _, c in sorted(recovered.items())
+            ),
+            stale_after=settings.stale_after,
+        )
+
+    def _report(self, change: Change, *, new: bool, live: LiveStats) -> DeviceReport:
+        value = change.value
+        window_mean = change.window_mean
+        running_mean = change.running_mean
+        maximum = change.max
+        last_seen = change.last_seen_us
+        stats = live(change.device)
+        if stats is not None:
+            window_mean = stats.window_mean
+            running_mean = stats.mean
+            maximum = stats.max
+            last_seen = stats.head_us
+            if change.state == "firing":
+                value = window_mean if self.settings.metric == "window" else running_mean
+        return DeviceReport(
+            device=change.device,
+            value=value,
+            window_mean=window_mean,
+            running_mean=running_mean,
+            max=maximum,
+            threshold=change.threshold,
+            clear_below=change.clear_below,
+            since_us=change.at_us,
+            last_seen_us=last_seen,
+            new=new,
+        )
+
+
+def _opt_float(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValueError(f"alerter state: expected a number or null, got {value!r}")
+    return float(value)

@@ -1,0 +1,370 @@
+"""Per-partition alert state machine: ok → pending → firing → resolved, plus stale.
+
+Clocks — the design decision that makes a replay at full speed raise the same alerts as
+living through the stream:
+
+* A device's metric is treated as a step function of *its own event time*: the value
+  computed at a reading holds until the device's next reading. Transitions caused by
+  readings (ok → pending, pending → ok, firing → resolved, stale → recovered) happen at
+  the reading's event time, ``head_us``.
+* pending → firing happens at exactly ``pending_since + for`` if no reading in between
+  brought the metric back down. Whichever notices first records it with that same
+  time: :meth:`AlertTracker.observe`, when the device's next reading is at or past it, or
+  :meth:`AlertTracker.advance`, when the stream clock gets there (so a device that reports
+  rarely still fires).
+* stale happens at exactly ``last_seen + stale_after``, noticed by :meth:`advance` when the
+  stream clock passes it or, retroactively, by the device's next reading when that comes
+  after it.
+
+So every transition time is a function of the readings alone, not of how often ``advance``
+runs or how partitions interleave. The one assumption: no reading arrives with an event
+time the stream clock has already passed (the watermark's allowed lateness covers the
+disorder of the input, across partitions too). A reading that breaks it can make a device
+fire, or go stale, that a slower run would have seen recover first.
+
+Hot path: :meth:`observe` is called for every accepted reading. For a device that is ok
+and stays below its threshold it is one dict lookup, two attribute reads on the stats and
+three comparisons and two stores; everything else goes to :meth:`_evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, Protocol, TypeAlias
+
+from iotmon.alerts.rules import Rule, RuleBook, seconds_to_us
+
+__all__ = [
+    "AlertTracker",
+    "StatsView",
+    "Transition",
+    "TransitionSink",
+    "TransitionState",
+]
+
+TransitionState: TypeAlias = Literal["pending", "ok", "firing", "resolved", "stale", "recovered"]
+"""The state a device entered: ``ok`` is pending that cleared before firing, ``resolved``
+is firing that cleared, ``recovered`` is a stale device reporting again."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# Larger than any event time: "never" for deadlines, and a stale limit that never trips.
+_NEVER: Final = 2**62
+_STATE_VERSION: Final = 1
+
+# Device states as small ints: compared on the hot path.
+_OK: Final = 0
+_PENDING: Final = 1
+_FIRING: Final = 2
+_STATE_NAMES: Final = ("ok", "pending", "firing")
+
+
+class StatsView(Protocol):
+    """What the tracker reads of a device's statistics (:class:`iotmon.stats.DeviceStats`)."""
+
+    @property
+    def mean(self) -> float: ...
+    @property
+    def window_mean(self) -> float | None: ...
+    @property
+    def max(self) -> float: ...
+    @property
+    def head_us(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One device changing state, at an event time (µs since the epoch)."""
+
+    device: str
+    state: TransitionState
+    at_us: int
+    value: float | None
+    """The alert metric at that moment (the last known one for stale)."""
+
+    @property
+    def at(self) -> str:
+        """``at_us`` as ISO 8601 UTC with microseconds, like the input's ``data_evento``."""
+        return (_EPOCH + timedelta(microseconds=self.at_us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "state": self.state, "at": self.at, "value": self.value}
+
+
+class TransitionSink(Protocol):
+    """Where a tracker reports transitions (the :class:`~iotmon.alerts.alerter.Alerter`)."""
+
+    def record(self, transition: Transition, rule: Rule, stats: StatsView | None) -> None: ...
+
+
+class _Device:
+    __slots__ = (
+        "key",
+        "last_seen_us",
+        "rule",
+        "since_us",
+        "stale",
+        "state",
+        "stats",
+        "threshold",
+        "value",
+    )
+
+    def __init__(self, key: str, rule: Rule, last_seen_us: int) -> None:
+        self.key = key
+        self.rule = rule
+        # Copied out of the rule: read on every reading.
+        self.threshold = rule.threshold
+        self.state = _OK
+        # pending: pending since; firing: firing since; ok: unused.
+        self.since_us = 0
+        # The metric after the device's latest reading.
+        self.value: float | None = None
+        self.last_seen_us = last_seen_us
+        self.stale = False
+        self.stats: StatsView | None = None
+
+
+class AlertTracker:
+    """Alert states of the devices of one input partition.
+
+    Create it through :meth:`Alerter.tracker <iotmon.alerts.alerter.Alerter.tracker>`,
+    which wires it to the alerter; its state travels in the partition checkpoint
+    (:meth:`to_state`), so the partition can be resumed by another process.
+    """
+
+    __slots__ = (
+        "_devices",
+        "_pending",
+        "_sink",
+        "_stale_after_us",
+        "_stale_check_us",
+        "_use_window",
+        "partition",
+        "rules",
+    )
+
+    def __init__(self, *, partition: str, rules: RuleBook, sink: TransitionSink) -> None:
+        self.partition = partition
+        self.rules = rules
+        self._sink = sink
+        settings = rules.settings
+        self._use_window = settings.metric == "window"
+        stale_after = settings.stale_after
+        self._stale_after_us = _NEVER if stale_after is None else seconds_to_us(stale_after)
+        self._devices: dict[str, _Device] = {}
+        self._pending: dict[str, _Device] = {}
+        # Stream time before which no device can go stale, so advance() can skip the scan.
+        self._stale_check_us = _NEVER
+
+    def __repr__(self) -> str:
+        return (
+            f"AlertTracker(partition={self.partition!r}, devices={len(self._devices)}, "
+            f"pending={len(self._pending)})"
+        )
+
+    # -- the hot path ------------------------------------------------------------------
+
+    def observe(self, key: str, stats: StatsView) -> None:
+        """Judge device ``key`` after one of its readings was added to ``stats``."""
+        device = self._devices.get(key)
+        if device is None:
+            device = self._admit(key, stats)
+        value = stats.window_mean if self._use_window else stats.mean
+        head_us = stats.head_us
+        if (
+            device.state == _OK
+            and value is not None
+            and value <= device.threshold
+            and head_us - device.last_seen_us <= self._stale_after_us
+            and not device.stale
+        ):
+            device.last_seen_us = head_us
+            # Kept even here: a later stale transition reports the value as of the last
+            # reading, and must not depend on which path noticed the silence.
+            device.value = value
+            return
+        self._evaluate(device, value, head_us, stats)
+
+    # -- the stream clock --------------------------------------------------------------
+
+    def advance(self, now_us: int) -> None:
+        """Apply the deadlines the stream clock ``now_us`` has reached: pending devices
+        whose ``for`` elapsed fire, silent devices go stale."""
+        if self._pending:
+            for device in list(self._pending.values()):
+                fire_at = device.since_us + device.rule.for_us
+                if now_us >= fire_at:
+                    self._fire(device, fire_at)
+        if now_us > self._stale_check_us:
+            self._scan_stale(now_us)
+
+    # -- state -------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able: ``{"version": 1, "devices": {key: [state, since_us, value,
+        last_seen_us, stale]}}`` with state 0 ok, 1 pending, 2 firing."""
+        return {
+            "version": _STATE_VERSION,
+            "devices": {
+                key: [d.state, d.since_us, d.value, d.last_seen_us, d.stale]
+                for key, d in self._devices.items()
+            },
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], *, partition: str, rules: RuleBook, sink: TransitionSink
+    ) -> AlertTracker:
+        """Rebuild from :meth:`to_state`; ValueError if malformed. Rules are re-resolved
+        from the current settings, so a changed threshold applies from the next reading."""
+        tracker = cls(partition=partition, rules=rules, sink=sink)
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"alert state: unknown version {state.get('version')!r}")
+        devices = state.get("devices")
+        if not isinstance(devices, dict):
+            raise ValueError("alert state: 'devices' must map device key to its state")
+        for key, row in devices.items():
+            if not (isinstance(key, str) and isinstance(row, list) and len(row) == 5):
+                raise ValueError(f"alert state: device {key!r}: expected a 5-item list")
+            code, since_us, value, last_seen_us, stale = row
+            if code not in (_OK, _PENDING, _FIRING) or not isinstance(stale, bool):
+                raise ValueError(f"alert state: device {key!r}: bad state {row!r}")
+            if not (isinstance(since_us, int) and isinstance(last_seen_us, int)):
+                raise ValueError(f"alert state: device {key!r}: times must be integers")
+            if value is not None and not isinstance(value, int | float):
+                raise ValueError(f"alert state: device {key!r}: value must be a number")
+            device = _Device(key, rules.rule_for(key), last_seen_us)
+            device.state = code
+            device.since_us = since_us
+            device.value = None if value is None else float(value)
+            device.stale = stale
+            tracker._devices[key] = device
+            if code == _PENDING:
+                tracker._pending[key] = device
+            if not stale:
+                tracker._watch_stale(device)
+        return tracker
+
+    # -- views -------------------------------------------------------------------------
+
+    def states(self) -> dict[str, str]:
+        """Devices that are not simply ok: ``pending``, ``firing`` or ``stale`` (a firing
+        device that also went silent shows as ``firing``)."""
+        result = {}
+        for key, d in self._devices.items():
+            if d.state != _OK:
+                result[key] = _STATE_NAMES[d.state]
+            elif d.stale:
+                result[key] = "stale"
+        return result
+
+    def active(self) -> Iterator[tuple[Transition, Rule, StatsView | None]]:
+        """The firing and stale devices, as the transition that made them so: what a
+        process taking over this partition needs to know to keep reminding about them."""
+        for key, d in self._devices.items():
+            if d.state == _FIRING:
+                yield Transition(key, "firing", d.since_us, d.value), d.rule, d.stats
+            if d.stale:
+                stale_at = d.last_seen_us + self._stale_after_us
+                yield Transition(key, "stale", stale_at, d.value), d.rule, d.stats
+
+    def stats_of(self, key: str) -> StatsView | None:
+        device = self._devices.get(key)
+        return None if device is None else device.stats
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _admit(self, key: str, stats: StatsView) -> _Device:
+        device = _Device(key, self.rules.rule_for(key), stats.head_us)
+        device.stats = stats
+        self._devices[key] = device
+        self._watch_stale(device)
+        return device
+
+    def _evaluate(self, device: _Device, value: float | None, head_us: int, stats: Any) -> None:
+        device.stats = stats
+        # Deadlines that fell between the previous reading and this one happened first,
+        # under the previous value; apply them in time order (firing first on a tie, as
+        # advance() does).
+        fire_at = device.since_us + device.rule.for_us
+        fire_due = device.state == _PENDING and fire_at <= head_us
+        stale_at = device.last_seen_us + self._stale_after_us
+        stale_due = not device.stale and head_us > stale_at
+        if stale_due and not (fire_due and fire_at <= stale_at):
+            self._go_stale(device, stale_at)
+            stale_due = False
+        if fire_due:
+            self._fire(device, fire_at)
+        if stale_due:
+            self._go_stale(device, stale_at)
+        if device.stale:
+            device.stale = False
+            self._emit(device, "recovered", head_us, value, stats)
+        if head_us > device.last_seen_us:
+            device.last_seen_us = head_us
+            self._watch_stale(device)
+        if value is None:
+            return
+        rule = device.rule
+        if device.state == _OK:
+            if value > rule.threshold:
+                device.since_us = head_us
+                if rule.for_us == 0:
+                    device.state = _FIRING
+                    self._emit(device, "firing", head_us, value, stats)
+                else:
+                    device.state = _PENDING
+                    self._pending[device.key] = device
+                    self._emit(device, "pending", head_us, value, stats)
+        elif device.state == _PENDING:
+            if value <= rule.threshold:
+                device.state = _OK
+                del self._pending[device.key]
+                self._emit(device, "ok", head_us, value, stats)
+        elif value < rule.clear_below:
+            device.state = _OK
+            self._emit(device, "resolved", head_us, value, stats)
+        device.value = value
+
+    def _fire(self, device: _Device, at_us: int) -> None:
+        device.state = _FIRING
+        device.since_us = at_us
+        del self._pending[device.key]
+        self._emit(device, "firing", at_us, device.value, device.stats)
+
+    def _go_stale(self, device: _Device, at_us: int) -> None:
+        device.stale = True
+        self._emit(device, "stale", at_us, device.value, device.stats)
+
+    def _scan_stale(self, now_us: int) -> None:
+        limit = self._stale_after_us
+        earliest = _NEVER
+        for device in self._devices.values():
+            if device.stale:
+                continue
+            deadline = device.last_seen_us + limit
+            if now_us > deadline:
+                self._go_stale(device, deadline)
+            elif deadline < earliest:
+                earliest = deadline
+        self._stale_check_us = earliest
+
+    def _watch_stale(self, device: _Device) -> None:
+        deadline = device.last_seen_us + self._stale_after_us
+        if deadline < self._stale_check_us:
+            self._stale_check_us = deadline
+
+    def _emit(
+        self,
+        device: _Device,
+        state: TransitionState,
+        at_us: int,
+        value: float | None,
+        stats: StatsView | None,
+    ) -> None:
+        self._sink.record(Transition(device.key, state, at_us, value), device.rule, stats)

@@ -1,0 +1,149 @@
+"""Durable checkpoints: one file per partition, plus one for process-wide alert state.
+
+Each partition file holds that partition's statistics, alert states, counters and the
+source position they include, written atomically (write to a temporary file, fsync,
+rename, fsync the directory), so after a crash a partition is always either at its
+previous checkpoint or at its new one — never in between. Files carry a format name and
+version; anything else found there is an error, never a silent reset.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "StateDir",
+    "partition_filename",
+]
+
+FORMAT: Final = "iotmon-checkpoint"
+VERSION: Final = 1
+
+
+class CheckpointError(RuntimeError):
+    """A state file that cannot be used; the message says what to do about it."""
+
+
+def partition_filename(partition: str) -> str:
+    """A readable, collision-free file name for a partition name (``file:/a/b`` …)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in partition)
+    digest = hashlib.sha256(partition.encode()).hexdigest()[:8]
+    return f"{cleaned.strip('._')[-80:] or 'partition'}-{digest}"
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _read(path: Path, *, kind: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path} is corrupt ({exc}); move it away to start that {kind} from scratch, "
+            "or point --state-dir at another folder"
+        ) from exc
+    if type(doc) is not dict or doc.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an iotmon checkpoint; point --state-dir at a folder that only "
+            "iotmon writes to"
+        )
+    version = doc.get("version")
+    if version != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}, this iotmon reads version "
+            f"{VERSION}; use the iotmon release that wrote it, or start with a fresh --state-dir"
+        )
+    return doc
+
+
+class StateDir:
+    """The ``--state-dir`` folder: partition checkpoints, alert state, DLQ files, outbox.
+
+    Holding it takes an exclusive lock, because two processes writing the same checkpoints
+    would each silently undo the other's progress.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.partitions_dir = root / "partitions"
+        self._lock: IO[bytes] | None = None
+
+    def open(self) -> None:
+        self.partitions_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.root / "LOCK").open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise CheckpointError(
+                f"{self.root} is in use by another iotmon process; stop it first or give this "
+                "one its own --state-dir"
+            ) from None
+        self._lock = lock
+
+    def close(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def partition_path(self, partition: str) -> Path:
+        return self.partitions_dir / f"{partition_filename(partition)}.json"
+
+    def load_partition(self, partition: str) -> dict[str, Any] | None:
+        path = self.partition_path(partition)
+        if not path.exists():
+            return None
+        doc = _read(path, kind="partition")
+        if doc.get("partition") != partition:
+            raise CheckpointError(
+                f"{path} belongs to partition {doc.get('partition')!r}, not {partition!r}; "
+                "remove it or use another --state-dir"
+            )
+        return doc
+
+    def partitions(self) -> list[dict[str, Any]]:
+        if not self.partitions_dir.exists():
+            return []
+        return [
+            _read(path, kind="partition") for path in sorted(self.partitions_dir.glob("*.json"))
+        ]
+
+    def encode_partition(self, partition: str, body: dict[str, Any]) -> bytes:
+        """Serialise now (in the event loop, so the snapshot is consistent)."""
+        return orjson.dumps({"format": FORMAT, "version": VERSION, "partition": partition, **body})
+
+    def write_partition(self, partition: str, payload: bytes) -> None:
+        _write_atomically(self.partition_path(partition), payload)
+
+    @property
+    def process_path(self) -> Path:
+        return self.root / "process.json"
+
+    def load_process(self) -> dict[str, Any] | None:
+        if not self.process_path.exists():
+            return None
+        return _read(self.process_path, kind="process")
+
+    def write_process(self, body: dict[str, Any]) -> None:
+        payload = orjson.dumps({"format": FORMAT, "version": VERSION, **body})
+        _write_atomically(self.process_path, payload)

@@ -1,0 +1,119 @@
+"""Pieces every command shares: options that read ``IOTMON_*`` variables, the ``--config``
+file, logging setup, and turning library errors into one clear line and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import typer
+
+from iotmon.config import ConfigError, ConfigFile, env_var, load_config_file, register_options
+
+__all__ = [
+    "CONFIG_OPTION",
+    "config_of",
+    "fail",
+    "opt",
+    "run_async",
+    "setup_logging",
+    "user_errors",
+]
+
+T = TypeVar("T")
+
+
+def opt(default: Any, *flags: str, help: str, **kwargs: Any) -> Any:
+    """A typer option that also reads ``IOTMON_<FLAG>`` from the environment."""
+    return typer.Option(default, *flags, envvar=env_var(flags[0]), help=help, **kwargs)
+
+
+def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:
+    if ctx.resilient_parsing:
+        return value
+    command = ctx.command
+    known = [p.name for p in command.params if p.name]
+    register_options(known)
+    try:
+        config = load_config_file(value)
+        defaults = config.defaults_for(command.name or "", known)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["iotmon.config"] = config
+    return value
+
+
+CONFIG_OPTION: Any = typer.Option(
+    None,
+    "--config",
+    envvar=env_var("config"),
+    is_eager=True,
+    callback=_load_config,
+    help="TOML file with option defaults and per-device alert overrides (flags and "
+    "IOTMON_* variables take precedence).",
+)
+
+
+def config_of(ctx: typer.Context) -> ConfigFile:
+    config = ctx.meta.get("iotmon.config")
+    return config if isinstance(config, ConfigFile) else ConfigFile(None, {})
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    try:
+        root.setLevel(level.upper())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{level!r} is not a level (debug, info, warning, error)", param_hint="--log-level"
+        ) from None
+    # aiokafka logs every retry at WARNING/ERROR; our own messages say what to do instead.
+    logging.getLogger("aiokafka").setLevel(max(root.level, logging.ERROR))
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"iotmon: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Library errors caused by the user's input or environment become one line, exit 2."""
+    from iotmon.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (ValueError, ConfigError, CheckpointError, ConnectionError, LookupError) as exc:
+        raise fail(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from None
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)

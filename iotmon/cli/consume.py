@@ -1,0 +1,299 @@
+"""`iotmon consume`: run the stream processor."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+from iotmon.cli import app
+from iotmon.cli.common import CONFIG_OPTION, config_of, opt, setup_logging, user_errors
+from iotmon.config import build_settings
+
+SOURCE = "Source"
+PARSING = "Parsing"
+STATS = "Statistics and state"
+ALERTS = "Alerts"
+EMAIL = "Email"
+OUTPUT = "Output"
+
+
+@app.command("consume")
+def consume(
+    ctx: typer.Context,
+    config: Path | None = CONFIG_OPTION,
+    bootstrap_servers: str = opt(
+        "127.0.0.1:9092",
+        "--bootstrap-servers",
+        help="Kafka brokers, HOST:PORT[,HOST:PORT].",
+        rich_help_panel=SOURCE,
+    ),
+    topic: list[str] = opt(
+        ["sensoresInfos"], "--topic", help="Topic to read (repeatable).", rich_help_panel=SOURCE
+    ),
+    group: str = opt("iotmon", "--group", help="Kafka consumer group.", rich_help_panel=SOURCE),
+    start_from: str = opt(
+        "earliest",
+        "--from",
+        help="Where a group with no committed offsets starts: earliest|latest.",
+        rich_help_panel=SOURCE,
+    ),
+    input: str | None = opt(
+        None,
+        "--input",
+        help="Read a txt log file instead of Kafka ('-' for stdin).",
+        rich_help_panel=SOURCE,
+    ),
+    follow: bool = opt(
+        False,
+        "--follow",
+        help="Keep reading what is appended to --input, like tail -F.",
+        rich_help_panel=SOURCE,
+    ),
+    once: bool = opt(
+        False,
+        "--once",
+        help="Process what is there now, flush alerts, print the final stats and exit.",
+        rich_help_panel=SOURCE,
+    ),
+    key: str = opt(
+        "id_equipamento",
+        "--key",
+        help="Field that identifies a device (dotted path); "
+        "'sensor' groups like the original notebook.",
+        rich_help_panel=PARSING,
+    ),
+    temperature_field: str = opt(
+        "padrao.leitura.temperatura",
+        "--temperature-field",
+        help="Dotted path of the temperature in °C.",
+        rich_help_panel=PARSING,
+    ),
+    time_field: str = opt(
+        "data_evento",
+        "--time-field",
+        help="Dotted path of the ISO-8601 event time.",
+        rich_help_panel=PARSING,
+    ),
+    valid_range: str = opt(
+        "-50..200",
+        "--valid-range",
+        help="Accepted temperatures, MIN..MAX °C; others are dead-lettered.",
+        rich_help_panel=PARSING,
+    ),
+    window: float = opt(
+        300.0, "--window", help="Sliding event-time window, seconds.", rich_help_panel=STATS
+    ),
+    pane: float = opt(
+        10.0,
+        "--pane",
+        help="Window pane (granularity), seconds; divides --window.",
+        rich_help_panel=STATS,
+    ),
+    allowed_lateness: float = opt(
+        30.0,
+        "--allowed-lateness",
+        help="How late (s) an out-of-order reading may be and still land in its window pane.",
+        rich_help_panel=STATS,
+    ),
+    state_dir: Path = opt(
+        Path(".iotmon-state"),
+        "--state-dir",
+        help="Checkpoints, dead letters, outbox.",
+        rich_help_panel=STATS,
+    ),
+    checkpoint_interval: float = opt(
+        5.0, "--checkpoint-interval", help="Seconds between checkpoints.", rich_help_panel=STATS
+    ),
+    threshold: float = opt(
+        75.0,
+        "--threshold",
+        help="Alert when the metric is above this, °C.",
+        rich_help_panel=ALERTS,
+    ),
+    metric: str = opt(
+        "window",
+        "--metric",
+        help="window (sliding mean) or running (all-time mean).",
+        rich_help_panel=ALERTS,
+    ),
+    for_: float = opt(
+        60.0,
+        "--for",
+        help="Seconds above the threshold before a device fires (0: at once).",
+        rich_help_panel=ALERTS,
+    ),
+    clear_below: float | None = opt(
+        None,
+        "--clear-below",
+        help="A firing device resolves below this [default: threshold - 2].",
+        rich_help_panel=ALERTS,
+    ),
+    stale_after: float | None = opt(
+        None,
+        "--stale-after",
+        help="Alert when a device has not reported for this many seconds [default: off].",
+        rich_help_panel=ALERTS,
+    ),
+    group_wait: float = opt(
+        10.0,
+        "--group-wait",
+        help="Wait before the first digest, to group devices.",
+        rich_help_panel=ALERTS,
+    ),
+    group_interval: float = opt(
+        60.0,
+        "--group-interval",
+        help="At most one digest per this many seconds.",
+        rich_help_panel=ALERTS,
+    ),
+    repeat_interval: float = opt(
+        4 * 3600.0,
+        "--repeat-interval",
+        help="Remind while anything fires, every this many seconds.",
+        rich_help_panel=ALERTS,
+    ),
+    alerts_log: Path | None = opt(
+        None,
+        "--alerts-log",
+        help="JSON-lines log of alert transitions [default: in the state dir].",
+        rich_help_panel=ALERTS,
+    ),
+    lang: str = opt("en", "--lang", help="Email language: en or pt-BR.", rich_help_panel=EMAIL),
+    smtp_host: str | None = opt(
+        None,
+        "--smtp-host",
+        help="SMTP server; without it emails are written to --outbox.",
+        rich_help_panel=EMAIL,
+    ),
+    smtp_port: int | None = opt(None, "--smtp-port", help="SMTP port.", rich_help_panel=EMAIL),
+    smtp_security: str = opt(
+        "auto",
+        "--smtp-security",
+        help="none|starttls|ssl; auto = STARTTLS when offered.",
+        rich_help_panel=EMAIL,
+    ),
+    smtp_user: str | None = opt(
+        None,
+        "--smtp-user",
+        help="SMTP login (password from IOTMON_SMTP_PASSWORD or --smtp-password-file).",
+        rich_help_panel=EMAIL,
+    ),
+    smtp_password_file: Path | None = opt(
+        None,
+        "--smtp-password-file",
+        help="File whose first line is the SMTP password.",
+        rich_help_panel=EMAIL,
+    ),
+    smtp_timeout: float = opt(
+        30.0,
+        "--smtp-timeout",
+        help="Overall timeout of one send, seconds.",
+        rich_help_panel=EMAIL,
+    ),
+    mail_from: str = opt(
+        "iotmon@localhost", "--mail-from", help="Sender address.", rich_help_panel=EMAIL
+    ),
+    mail_to: list[str] = opt(
+        [], "--mail-to", help="Recipient (repeatable).", rich_help_panel=EMAIL
+    ),
+    outbox: Path = opt(
+        Path("outbox"),
+        "--outbox",
+        help="Folder for .eml files when there is no --smtp-host.",
+        rich_help_panel=EMAIL,
+    ),
+    flush_timeout: float = opt(
+        30.0,
+        "--flush-timeout",
+        help="On exit, wait this long for queued emails.",
+        rich_help_panel=EMAIL,
+    ),
+    json_output: bool = opt(
+        False,
+        "--json",
+        help="With --once: print the final stats as JSON on stdout.",
+        rich_help_panel=OUTPUT,
+    ),
+    live: bool = opt(
+        True,
+        "--live/--no-live",
+        help="Live table on a terminal; plain periodic lines otherwise.",
+        rich_help_panel=OUTPUT,
+    ),
+    status_interval: float = opt(
+        10.0,
+        "--status-interval",
+        help="Seconds between status lines when not live.",
+        rich_help_panel=OUTPUT,
+    ),
+    metrics_port: int | None = opt(
+        None,
+        "--metrics-port",
+        help="Serve Prometheus metrics on this port [default: off].",
+        rich_help_panel=OUTPUT,
+    ),
+    metrics_host: str = opt(
+        "127.0.0.1",
+        "--metrics-host",
+        help="Address for --metrics-port.",
+        rich_help_panel=OUTPUT,
+    ),
+    log_level: str = opt(
+        "info", "--log-level", help="debug|info|warning|error.", rich_help_panel=OUTPUT
+    ),
+    log_format: str = opt("text", "--log-format", help="text|json.", rich_help_panel=OUTPUT),
+) -> None:
+    """Compute per-device running and sliding averages and alert on overheating devices."""
+    values: dict[str, Any] = {
+        name: value for name, value in locals().items() if name not in ("ctx", "config")
+    }
+    setup_logging(log_level, log_format)
+    with user_errors():
+        settings = build_settings(values, config_of(ctx))
+        if json_output and not once:
+            raise ValueError("json: --json prints the final stats, so it needs --once")
+        report = asyncio.run(
+            _run(
+                settings,
+                live=live and sys.stderr.isatty(),
+                status_interval=status_interval,
+                metrics=(metrics_host, metrics_port) if metrics_port else None,
+                threshold=threshold,
+            )
+        )
+    if json_output:
+        sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.flush()
+
+
+async def _run(
+    settings: Any,
+    *,
+    live: bool,
+    status_interval: float,
+    metrics: tuple[str, int] | None,
+    threshold: float,
+) -> Any:
+    from iotmon.console import StatusPrinter
+    from iotmon.pipeline import Pipeline
+
+    pipeline = Pipeline(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pipeline.stop)
+    printer = StatusPrinter(pipeline, live=live, interval=status_interval, threshold=threshold)
+    if metrics is not None:
+        from iotmon.metrics import serve_metrics
+
+        serve_metrics(pipeline, host=metrics[0], port=metrics[1])
+    async with pipeline, printer:
+        report = await pipeline.run()
+    printer.final(report)
+    return report

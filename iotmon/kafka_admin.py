@@ -1,0 +1,154 @@
+"""Small Kafka administration helpers shared by the producer and consumer commands."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
+
+__all__ = ["KafkaUnavailableError", "ensure_topic", "quiet_aiokafka", "unreachable_message"]
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+
+class KafkaUnavailableError(RuntimeError):
+    """Kafka could not be reached or refused the request; the message says what to do."""
+
+
+@contextmanager
+def quiet_aiokafka() -> Iterator[None]:
+    """Silence aiokafka's own logging for a command that reports errors itself.
+
+    aiokafka logs e.g. "Unable connect to ..." at ERROR before raising; the command's error
+    says what to do instead. Left alone if the application gave the logger a level.
+    """
+    logger = logging.getLogger("aiokafka")
+    if logger.level != logging.NOTSET:
+        yield
+        return
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(logging.NOTSET)
+
+
+def unreachable_message(bootstrap: str) -> str:
+    return (
+        f"cannot reach Kafka at {bootstrap} — start one with `make kafka-up` "
+        "or pass --bootstrap-servers HOST:PORT"
+    )
+
+
+async def ensure_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    partitions: int,
+    config: dict[str, str] | None = None,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create ``topic`` with ``partitions`` partitions unless it exists, then wait until every
+    partition has a leader (a fresh topic briefly has none, which makes first sends and
+    consumer assignment flaky).
+
+    An existing topic is left as it is, even with a different partition count (a warning is
+    logged): repartitioning would move keys between partitions under running consumers.
+
+    Raises :class:`KafkaUnavailableError` if the broker cannot be reached or refuses to
+    create the topic.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        client_id="iotmon-admin",
+    )
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        await _close_quietly(admin)
+        raise KafkaUnavailableError(unreachable_message(bootstrap)) from exc
+    try:
+        await _create_if_missing(admin, topic, partitions, config or {}, replication_factor)
+        await _wait_for_leaders(admin, topic, timeout_s)
+    except KafkaConnectionError as exc:
+        raise KafkaUnavailableError(unreachable_message(bootstrap)) from exc
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"Kafka at {bootstrap} could not create topic {topic!r}: {exc} — check the broker "
+            "log, or create the topic yourself (kafka-topics.sh --create)"
+        ) from exc
+    finally:
+        await _close_quietly(admin)
+
+
+async def _create_if_missing(
+    admin: AIOKafkaAdminClient,
+    topic: str,
+    partitions: int,
+    config: dict[str, str],
+    replication_factor: int,
+) -> None:
+    # Listing all topics, not describing this one: a metadata request naming a missing topic
+    # makes a broker with auto.create.topics.enable create it with its default partitions.
+    if topic in await admin.list_topics():
+        existing = _find(await admin.describe_topics([topic]), topic) or {}
+        have = len(existing.get("partitions") or [])
+        if have and have != partitions:
+            log.warning(
+                "topic %s already exists with %d partitions (wanted %d); left unchanged",
+                topic,
+                have,
+                partitions,
+            )
+        return
+    response = await admin.create_topics(
+        [NewTopic(topic, partitions, replication_factor, topic_configs=config)]
+    )
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        if name != topic or code in (0, _TOPIC_ALREADY_EXISTS):
+            continue
+        message = entry[2] if len(entry) > 2 and entry[2] else ""
+        raise for_code(code)(f"create topic {topic}: {message}".rstrip(": "))
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, topic: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = _find(await admin.describe_topics([topic]), topic)
+        parts = (found or {}).get("partitions") or []
+        ready = all(p.get("leader", -1) >= 0 and not p.get("error_code") for p in parts)
+        if found and not found.get("error_code") and parts and ready:
+            return
+        if time.monotonic() >= deadline:
+            raise KafkaUnavailableError(
+                f"topic {topic!r} has no leader for all partitions after {timeout_s:.0f} s — "
+                "is the broker healthy? (check its log)"
+            )
+        await asyncio.sleep(0.1)
+
+
+def _find(described: list[Any], topic: str) -> dict[str, Any] | None:
+    for entry in described:
+        if isinstance(entry, dict) and entry.get("topic") == topic:
+            return entry
+    return None
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
+    try:
+        await admin.close()
+    except Exception:  # closing must not mask the real error
+        log.debug("closing the Kafka admin client failed", exc_info=True)

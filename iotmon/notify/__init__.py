@@ -1,0 +1,83 @@
+"""Notifications: render alert digests as email, queue them durably, deliver them.
+
+- :mod:`~iotmon.notify.model` — :class:`Digest` (what to tell), :class:`Notification`
+  (digest + rendered email) and the :data:`Notifier` type any channel implements.
+- :mod:`~iotmon.notify.message` — rendering (English or the original's Portuguese).
+- :mod:`~iotmon.notify.outbox` — the durable queue in the state directory.
+- :mod:`~iotmon.notify.delivery` — the background worker that retries with backoff.
+- :mod:`~iotmon.notify.smtp` / :mod:`~iotmon.notify.eml` — the two built-in channels.
+- :mod:`~iotmon.notify.errors` — what a notifier raises to get a retry or give up.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from iotmon.notify.delivery import DeliveryStats, DeliveryWorker
+from iotmon.notify.eml import EmlNotifier
+from iotmon.notify.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    SmtpAuthenticationError,
+    TransientDeliveryError,
+)
+from iotmon.notify.message import display_device, message_id_for, render_email
+from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notification, Notifier
+from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
+from iotmon.notify.settings import (
+    PASSWORD_ENV,
+    DeliverySettings,
+    EmailSettings,
+    Language,
+    SmtpSecurity,
+    SmtpSettings,
+    read_smtp_password,
+)
+from iotmon.notify.smtp import SmtpNotifier
+
+__all__ = [
+    "PASSWORD_ENV",
+    "DeliveryError",
+    "DeliverySettings",
+    "DeliveryStats",
+    "DeliveryWorker",
+    "DeviceReport",
+    "Digest",
+    "DigestKind",
+    "EmailSettings",
+    "EmlNotifier",
+    "Language",
+    "Metric",
+    "Notification",
+    "Notifier",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxError",
+    "PermanentDeliveryError",
+    "SmtpAuthenticationError",
+    "SmtpNotifier",
+    "SmtpSecurity",
+    "SmtpSettings",
+    "TransientDeliveryError",
+    "build_notifier",
+    "display_device",
+    "message_id_for",
+    "read_smtp_password",
+    "render_email",
+]
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def build_notifier(
+    settings: EmailSettings, *, echo: Callable[[str], None] | None = _to_stderr
+) -> Notifier:
+    """The channel the settings describe: SMTP when ``smtp`` is set, else ``.eml`` files in
+    ``eml_dir`` with a one-line summary per notification passed to ``echo`` (stderr by
+    default; None for the log only)."""
+    if settings.smtp is not None:
+        return SmtpNotifier(settings.smtp)
+    return EmlNotifier(settings.eml_dir, echo=echo)

@@ -1,0 +1,150 @@
+"""Settings of the notification side: who gets mail, how it is delivered, how hard to retry.
+
+Filled in by the config layer from the CLI, the environment and the TOML file. The SMTP
+password is never a command-line option: :func:`read_smtp_password` takes it from
+``IOTMON_SMTP_PASSWORD`` or a file, and :class:`SmtpSettings` never shows it in its repr.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "PASSWORD_ENV",
+    "DeliverySettings",
+    "EmailSettings",
+    "Language",
+    "SmtpSecurity",
+    "SmtpSettings",
+    "read_smtp_password",
+]
+
+PASSWORD_ENV = "IOTMON_SMTP_PASSWORD"
+
+SmtpSecurity: TypeAlias = Literal["auto", "none", "starttls", "ssl"]
+Language: TypeAlias = Literal["en", "pt-BR"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpSettings:
+    """How to reach the SMTP server.
+
+    ``security="auto"`` upgrades with STARTTLS when the server offers it and goes on in the
+    clear when it does not; ``"starttls"`` insists on it; ``"ssl"`` is implicit TLS (port
+    465); ``"none"`` never encrypts. ``port=None`` picks the usual port for the mode.
+    ``timeout`` bounds one whole send (connect, TLS, login, transfer).
+    """
+
+    host: str
+    port: int | None = None
+    security: SmtpSecurity = "auto"
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    ca_file: Path | None = None
+    """Extra CA bundle to trust (a private relay's own CA)."""
+    verify_tls: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("smtp-host: must not be empty")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"smtp-port: must be 1..65535, got {self.port}")
+        if self.security not in ("auto", "none", "starttls", "ssl"):
+            raise ValueError(f"smtp-security: must be none, starttls or ssl, got {self.security!r}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(
+                f"smtp-timeout: must be a positive number of seconds, got {self.timeout}"
+            )
+
+    def __repr__(self) -> str:
+        # Settings get logged and printed in tracebacks; the password must never be.
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "password":
+                shown.append(f"password={'***' if value is not None else None}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"SmtpSettings({', '.join(shown)})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverySettings:
+    """Retry policy of the delivery worker.
+
+    The n-th consecutive failure of a notification waits ``initial_backoff * 2**(n-1)``
+    seconds, capped at ``max_backoff``, then shortened by a random fraction of up to
+    ``jitter`` so several processes recovering from the same outage do not retry in step.
+    ``attempt_timeout`` bounds one call of any notifier, custom ones included.
+    """
+
+    initial_backoff: float = 1.0
+    max_backoff: float = 300.0
+    jitter: float = 0.5
+    attempt_timeout: float = 120.0
+    sent_retention: float = 7 * 24 * 3600.0
+    """How long the ids of sent notifications are remembered, to recognise a replay."""
+
+    def __post_init__(self) -> None:
+        for name in ("initial_backoff", "max_backoff", "attempt_timeout", "sent_retention"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number of seconds, got {value}")
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError("max_backoff: must not be below initial_backoff")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter: must be in [0, 1), got {self.jitter}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailSettings:
+    """Who the digests are from and to, in which language, and by which channel.
+
+    With ``smtp=None`` notifications are written as ``.eml`` files to ``eml_dir``.
+    Per-device recipients come from the alert rules; ``mail_to`` is for every device no
+    rule gives its own recipients.
+    """
+
+    mail_from: str = "iotmon@localhost"
+    mail_to: tuple[str, ...] = ()
+    lang: Language = "en"
+    smtp: SmtpSettings | None = None
+    eml_dir: Path = Path("outbox")
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+
+    def __post_init__(self) -> None:
+        if self.lang not in ("en", "pt-BR"):
+            raise ValueError(f"lang: must be en or pt-BR, got {self.lang!r}")
+        check_address("mail-from", self.mail_from)
+        for address in self.mail_to:
+            check_address("mail-to", address)
+
+
+def check_address(option: str, address: str) -> None:
+    """Reject what could smuggle extra headers or SMTP commands in through an address."""
+    if not address or any(ch in address for ch in "\r\n\0") or "@" not in address:
+        raise ValueError(f"{option}: {address!r} is not an email address")
+
+
+def read_smtp_password(
+    *, environ: Mapping[str, str], password_file: Path | None = None
+) -> str | None:
+    """The SMTP password from ``--smtp-password-file`` (first line) or ``IOTMON_SMTP_PASSWORD``.
+
+    The file wins when both are given: it is the more deliberate of the two.
+    """
+    if password_file is not None:
+        try:
+            text = password_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"smtp-password-file: cannot read {password_file}: {exc}") from exc
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise ValueError(f"smtp-password-file: {password_file} is empty")
+        return lines[0]
+    return environ.get(PASSWORD_ENV) or None

@@ -1,0 +1,131 @@
+"""Deliver notifications over SMTP with aiosmtplib, sorting failures into retry or give up.
+
+Retried (:class:`TransientDeliveryError`): refused or dropped connections, timeouts, TLS
+handshake failures, 4xx replies, and a refused login (:class:`SmtpAuthenticationError`,
+whose message says what to fix). Given up (:class:`PermanentDeliveryError`): any other
+5xx reply, or a notification with no recipients. When the server accepts some recipients
+and refuses others, the message counts as delivered — retrying would send it twice to the
+ones that got it — and the refusals are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from email.utils import getaddresses, parseaddr
+
+import aiosmtplib
+
+from iotmon.notify.errors import (
+    PermanentDeliveryError,
+    SmtpAuthenticationError,
+    TransientDeliveryError,
+)
+from iotmon.notify.model import Notification
+from iotmon.notify.settings import PASSWORD_ENV, SmtpSettings
+
+__all__ = ["SmtpNotifier"]
+
+log = logging.getLogger(__name__)
+
+
+class SmtpNotifier:
+    """A :data:`~iotmon.notify.model.Notifier` that sends each notification in its own
+    SMTP session (digests are rare; a kept-open connection would mostly be a stale one)."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._tls_context = _tls_context(settings)
+
+    def __repr__(self) -> str:
+        return f"SmtpNotifier({self.settings!r})"
+
+    async def __call__(self, notification: Notification) -> None:
+        settings = self.settings
+        message = notification.message
+        sender = parseaddr(str(message.get("From", "")))[1]
+        recipients = [
+            address
+            for _, address in getaddresses([str(v) for v in message.get_all("To", [])])
+            if address
+        ]
+        if not recipients:
+            raise PermanentDeliveryError(
+                f"notification {notification.message_id} has no recipients: set --mail-to "
+                "(or recipients in the matching override)"
+            )
+        security = settings.security
+        where = f"{settings.host}:{settings.port or 'default port'}"
+        try:
+            async with asyncio.timeout(settings.timeout):
+                errors, _ = await aiosmtplib.send(
+                    message,
+                    sender=sender,
+                    recipients=recipients,
+                    hostname=settings.host,
+                    port=settings.port,
+                    username=settings.user,
+                    password=settings.password,
+                    use_tls=security == "ssl",
+                    start_tls={"auto": None, "none": False, "starttls": True, "ssl": False}[
+                        security
+                    ],
+                    validate_certs=settings.verify_tls,
+                    tls_context=self._tls_context,
+                    timeout=settings.timeout,
+                )
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise SmtpAuthenticationError(
+                f"SMTP server {where} refused the login for user {settings.user!r} "
+                f"({exc.code} {exc.message}): check --smtp-user and set the password in "
+                f"{PASSWORD_ENV} or --smtp-password-file; the notification stays queued"
+            ) from exc
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [refusal.code for refusal in exc.recipients]
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+            if all(400 <= code < 500 for code in codes):
+                raise TransientDeliveryError(
+                    f"SMTP server {where} deferred every recipient: {detail}"
+                ) from exc
+            raise PermanentDeliveryError(
+                f"SMTP server {where} refused every recipient: {detail}"
+            ) from exc
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            # A refusing greeting (421, 554 "no service here") says nothing about this
+            # notification; keep it for when the server (or the setting) is fixed.
+            raise TransientDeliveryError(
+                f"SMTP server {where} refused the connection: {exc.code} {exc.message}"
+            ) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            text = f"SMTP server {where} replied {exc.code} {exc.message}"
+            if 500 <= exc.code < 600:
+                raise PermanentDeliveryError(text) from exc
+            raise TransientDeliveryError(text) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            # e.g. --smtp-security starttls against a server without STARTTLS: a setting
+            # to fix, after which the queued notification should still go out.
+            raise TransientDeliveryError(f"SMTP server {where}: {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TransientDeliveryError(
+                f"cannot deliver to SMTP server {where}: {type(exc).__name__}: {exc}"
+            ) from exc
+        for recipient, response in errors.items():
+            log.warning(
+                "SMTP server %s refused recipient %s of %s: %s %s",
+                where,
+                recipient,
+                notification.message_id,
+                response.code,
+                response.message,
+            )
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    if settings.ca_file is None:
+        return None
+    context = ssl.create_default_context(cafile=str(settings.ca_file))
+    if not settings.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

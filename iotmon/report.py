@@ -1,0 +1,155 @@
+"""Read-only views of the pipeline's state: what ``--json``, ``status`` and ``snapshot()`` show."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iotmon.parse import format_event_time
+from iotmon.stats import DeviceStats
+
+__all__ = ["AlertRecord", "DeviceSummary", "Report"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSummary:
+    count: int
+    mean: float
+    window_mean: float | None
+    window_count: int
+    min: float
+    max: float
+    last: float
+    last_event_us: int
+
+    @classmethod
+    def of(cls, stats: DeviceStats) -> DeviceSummary:
+        return cls(
+            count=stats.count,
+            mean=stats.mean,
+            window_mean=stats.window_mean,
+            window_count=stats.window_count,
+            min=stats.min,
+            max=stats.max,
+            last=stats.last,
+            last_event_us=stats.last_event_us,
+        )
+
+    @classmethod
+    def merged(cls, parts: list[DeviceSummary]) -> DeviceSummary:
+        """One device seen in several partitions (unkeyed input): combine exactly by weight."""
+        if len(parts) == 1:
+            return parts[0]
+        count = sum(p.count for p in parts)
+        window_count = sum(p.window_count for p in parts)
+        window_total = math.fsum(
+            p.window_mean * p.window_count for p in parts if p.window_mean is not None
+        )
+        latest = max(parts, key=lambda p: p.last_event_us)
+        return cls(
+            count=count,
+            mean=math.fsum(p.mean * p.count for p in parts) / count,
+            window_mean=window_total / window_count if window_count else None,
+            window_count=window_count,
+            min=min(p.min for p in parts),
+            max=max(p.max for p in parts),
+            last=latest.last,
+            last_event_us=latest.last_event_us,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "window_mean": self.window_mean,
+            "min": self.min,
+            "max": self.max,
+            "last": self.last,
+            "last_event": format_event_time(self.last_event_us),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertRecord:
+    device: str
+    state: str
+    at_us: int
+    value: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "state": self.state,
+            "at": format_event_time(self.at_us),
+            "value": self.value,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """The pipeline's results at one moment: counters, per-device stats, alert history."""
+
+    readings: int
+    accepted: int
+    rejected: int
+    late: int
+    rejected_by_reason: dict[str, int]
+    devices: dict[str, DeviceSummary]
+    alert_states: dict[str, str] = field(default_factory=dict)
+    alerts: list[AlertRecord] = field(default_factory=list)
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        counters: Iterable[tuple[int, int, Counter[str], int]],
+        devices: Iterable[tuple[str, DeviceSummary]],
+        alert_states: dict[str, str],
+        alerts: list[AlertRecord],
+        partitions: dict[str, dict[str, Any]],
+    ) -> Report:
+        readings = accepted = late = 0
+        reasons: Counter[str] = Counter()
+        for read, acc, rejected, late_count in counters:
+            readings += read
+            accepted += acc
+            reasons.update(rejected)
+            late += late_count
+        grouped: dict[str, list[DeviceSummary]] = {}
+        for key, summary in devices:
+            grouped.setdefault(key, []).append(summary)
+        return cls(
+            readings=readings,
+            accepted=accepted,
+            rejected=sum(reasons.values()),
+            late=late,
+            rejected_by_reason=dict(sorted(reasons.items())),
+            devices={key: DeviceSummary.merged(parts) for key, parts in sorted(grouped.items())},
+            alert_states=alert_states,
+            alerts=alerts,
+            partitions=partitions,
+        )
+
+    def above(self, threshold: float, *, metric: str = "window") -> dict[str, float]:
+        """Devices whose mean is above ``threshold`` — the original notebook's query."""
+        result: dict[str, float] = {}
+        for key, device in self.devices.items():
+            value = device.window_mean if metric == "window" else device.mean
+            if value is not None and value > threshold:
+                result[key] = value
+        return result
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "readings": self.readings,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "late": self.late,
+            "rejected_by_reason": self.rejected_by_reason,
+            "devices": {key: device.to_json() for key, device in self.devices.items()},
+            "alerts": [alert.to_json() for alert in self.alerts],
+        }

@@ -1,0 +1,55 @@
+"""The settings objects the library runs on; the CLI and config files only fill them in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iotmon.alerts import AlertSettings
+from iotmon.notify import EmailSettings
+from iotmon.parse import ParseSettings
+from iotmon.sources.kafka import KafkaSettings
+from iotmon.stats import WindowSpec
+
+__all__ = ["Settings", "SourceSettings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceSettings:
+    """Where readings come from: Kafka (``input=None``), a file path, or ``"-"`` for stdin."""
+
+    input: str | None = None
+    follow: bool = False
+    once: bool = False
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+    def __post_init__(self) -> None:
+        if self.follow and self.input in (None, "-"):
+            raise ValueError("follow: --follow needs --input PATH (a file to tail)")
+        if self.follow and self.once:
+            raise ValueError("once: --once and --follow contradict each other; pick one")
+
+    @property
+    def input_path(self) -> Path:
+        assert self.input is not None and self.input != "-"
+        return Path(self.input)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    source: SourceSettings = field(default_factory=SourceSettings)
+    parse: ParseSettings = field(default_factory=ParseSettings)
+    window: WindowSpec = field(default_factory=WindowSpec.from_seconds)
+    state_dir: Path = Path(".iotmon-state")
+    checkpoint_interval: float = 5.0
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    alerts_log: Path | None = None
+    """Transitions as JSON lines; default ``<state_dir>/alerts.jsonl``."""
+    email: EmailSettings = field(default_factory=EmailSettings)
+    flush_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint_interval > 0:
+            raise ValueError("checkpoint-interval: must be a positive number of seconds")
+        if self.flush_timeout < 0:
+            raise ValueError("flush-timeout: must be zero or a positive number of seconds")

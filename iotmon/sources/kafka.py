@@ -1,0 +1,200 @@
+"""Kafka as a source: a consumer-group member with manual commits and ``getmany`` batching.
+
+Offsets are committed only for positions a durable checkpoint already includes, and on
+assignment each partition is sought to the position stored with its state, so the state and
+the stream never disagree (the committed group offset only matters for a partition that has
+no state yet, and for lag monitoring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from iotmon.sources.base import Batch, Position, RestoreHook, RevokeHook
+
+__all__ = ["KafkaSettings", "KafkaSource", "partition_name"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: tuple[str, ...] = ("sensoresInfos",)
+    group: str = "iotmon"
+    start_from: Literal["earliest", "latest"] = "earliest"
+    max_records: int = 20_000
+    fetch_max_bytes: int = 64 * 1024 * 1024
+    client_options: dict[str, Any] = field(default_factory=dict)
+
+
+def partition_name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class KafkaSource:
+    def __init__(self, settings: KafkaSettings, *, once: bool = False, idle_seconds: float = 0.1):
+        self.settings = settings
+        self.once = once
+        self.idle_seconds = idle_seconds
+        self.name = f"kafka:{settings.bootstrap_servers}/{','.join(settings.topics)}"
+        self._consumer: AIOKafkaConsumer | None = None
+        self._on_assign: RestoreHook | None = None
+        self._on_revoke: RevokeHook | None = None
+        self._partitions: dict[str, TopicPartition] = {}
+        self._stop_at: dict[TopicPartition, int] = {}
+        self._next: dict[TopicPartition, int] = {}
+
+    async def open(self, *, on_assign: RestoreHook, on_revoke: RevokeHook) -> None:
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.group,
+            enable_auto_commit=False,
+            auto_offset_reset=s.start_from,
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=min(s.fetch_max_bytes, 16 * 1024 * 1024),
+            isolation_level="read_committed",
+            **s.client_options,
+        )
+        try:
+            await consumer.start()
+        except KafkaConnectionError as exc:
+            await consumer.stop()
+            raise ConnectionError(
+                f"cannot reach Kafka at {s.bootstrap_servers} ({exc}) — start a broker "
+                "(`make kafka-up`) or pass --bootstrap-servers HOST:PORT"
+            ) from exc
+        existing = await consumer.topics()
+        missing = [t for t in s.topics if t not in existing]
+        if missing and self.once:
+            await consumer.stop()
+            raise LookupError(
+                f"topic(s) {', '.join(missing)} do not exist on {s.bootstrap_servers} — "
+                "load data first (`iotmon produce`) or check --topic"
+            )
+        consumer.subscribe(topics=list(s.topics), listener=_Listener(self))
+        self._consumer = consumer
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        assert self._consumer is not None and self._on_assign is not None
+        names = {partition_name(tp): tp for tp in assigned}
+        self._partitions.update(names)
+        restored = await self._on_assign(sorted(names))
+        for name, tp in names.items():
+            position = restored.get(name)
+            if position is not None:
+                self._consumer.seek(tp, int(position["offset"]))
+                self._next[tp] = int(position["offset"])
+        if self.once and assigned:
+            ends = await self._consumer.end_offsets(list(assigned))
+            for tp in assigned:
+                self._stop_at[tp] = ends[tp]
+                if tp not in self._next:
+                    self._next[tp] = await self._consumer.position(tp)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        assert self._on_revoke is not None
+        names = [partition_name(tp) for tp in revoked]
+        await self._on_revoke(sorted(names))
+        for tp in revoked:
+            self._partitions.pop(partition_name(tp), None)
+            self._stop_at.pop(tp, None)
+            self._next.pop(tp, None)
+
+    def _caught_up(self) -> bool:
+        return bool(self._stop_at) and all(
+            self._next.get(tp, 0) >= end for tp, end in self._stop_at.items()
+        )
+
+    async def batches(self) -> AsyncIterator[Batch | None]:
+        consumer = self._consumer
+        assert consumer is not None, "open() first"
+        timeout_ms = int(self.idle_seconds * 1000)
+        while True:
+            if self.once and self._caught_up():
+                return
+            records = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=self.settings.max_records
+            )
+            if not records:
+                yield None
+                continue
+            for tp, messages in records.items():
+                stop = self._stop_at.get(tp) if self.once else None
+                if stop is not None:
+                    messages = [m for m in messages if m.offset < stop]
+                    if not messages:
+                        self._next[tp] = max(self._next.get(tp, 0), stop)
+                        continue
+                self._next[tp] = messages[-1].offset + 1
+                yield Batch(
+                    partition=partition_name(tp),
+                    lines=[m.value if m.value is not None else b"" for m in messages],
+                    positions=[m.offset for m in messages],
+                    end={"offset": messages[-1].offset + 1},
+                    key_of=_keys(messages),
+                )
+
+    async def commit(self, positions: dict[str, Position]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        offsets = {
+            self._partitions[name]: int(position["offset"])
+            for name, position in positions.items()
+            if name in self._partitions
+        }
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            # The checkpoint, not the group offset, is the source of truth; a failed commit
+            # only delays lag reporting and is retried with the next checkpoint.
+            log.warning("offset commit failed (%s); will retry at the next checkpoint", exc)
+
+    def lag(self) -> dict[str, int]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        result: dict[str, int] = {}
+        for name, tp in self._partitions.items():
+            high = consumer.highwater(tp)
+            if high is not None and tp in self._next:
+                result[name] = max(0, high - self._next[tp])
+        return result
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await asyncio.shield(consumer.stop())
+
+
+def _keys(messages: list[Any]) -> Any:
+    def key_of(index: int) -> bytes | None:
+        key: bytes | None = messages[index].key
+        return key
+
+    return key_of
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            await self._source._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source._assigned(assigned)

@@ -1,0 +1,76 @@
+"""Statistics of all devices of one input partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iotmon.stats.device import DeviceStats
+from iotmon.stats.window import WindowSpec
+
+
+class StatsTable:
+    """Per-device statistics for one input partition.
+
+    Self-contained (no shared watermark), so a table can be snapshotted with
+    :meth:`to_state` and resumed elsewhere with :meth:`from_state`.
+    """
+
+    __slots__ = ("devices", "late", "spec")
+
+    def __init__(self, spec: WindowSpec) -> None:
+        self.spec = spec
+        self.devices: dict[str, DeviceStats] = {}
+        # Readings that were late for their device's window (they still count in the
+        # running statistics).
+        self.late = 0
+
+    def __repr__(self) -> str:
+        return f"StatsTable({self.spec!r}, devices={len(self.devices)}, late={self.late})"
+
+    def add(self, key: str, value: float, event_us: int) -> DeviceStats:
+        """Add one reading of device `key`; return that device's (updated) statistics."""
+        try:
+            device = self.devices[key]
+        except KeyError:
+            device = self.devices[key] = DeviceStats(self.spec)
+        if not device.add(value, event_us):
+            self.late += 1
+        return device
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able snapshot: ``{"late": n, "devices": {key: DeviceStats.to_state()}}``."""
+        return {
+            "late": self.late,
+            "devices": {key: device.to_state() for key, device in self.devices.items()},
+        }
+
+    @classmethod
+    def from_state(cls, spec: WindowSpec, state: object) -> StatsTable:
+        """Rebuild from :meth:`to_state` output; ValueError if the state is malformed."""
+        if not isinstance(state, dict):
+            raise ValueError(f"stats table state must be a dict, got {type(state).__name__}")
+        if state.keys() != {"late", "devices"}:
+            raise ValueError(
+                "stats table state must have exactly the keys 'late' and 'devices', "
+                f"got {sorted(map(str, state))}"
+            )
+        late = state["late"]
+        devices = state["devices"]
+        if not isinstance(late, int) or isinstance(late, bool) or late < 0:
+            raise ValueError(f"stats table state: 'late' must be an int >= 0, got {late!r}")
+        if not isinstance(devices, dict):
+            raise ValueError(
+                "stats table state: 'devices' must map device key to device state, "
+                f"got {type(devices).__name__}"
+            )
+        table = cls(spec)
+        table.late = late
+        table_devices = table.devices
+        for key, device_state in devices.items():
+            if not isinstance(key, str):
+                raise ValueError(f"stats table state: device key must be a str, got {key!r}")
+            try:
+                table_devices[key] = DeviceStats.from_state(spec, device_state)
+            except ValueError as exc:
+                raise ValueError(f"stats table state: device {key!r}: {exc}") from exc
+        return table

@@ -1,0 +1,114 @@
+"""Test helpers shared by several modules: running the real CLI and comparing final stats."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
+START = "2026-01-01T00:00:00Z"
+
+
+def iotmon(*args: str, check: bool = True, timeout: float = 300, **kwargs: Any) -> Any:
+    """Run ``python -m iotmon ARGS`` to completion, capturing output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "iotmon", *args],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"iotmon {' '.join(args)} exited {result.returncode}\n"
+            f"stderr:\n{result.stderr.decode()[-4000:]}"
+        )
+    return result
+
+
+def spawn(*args: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "iotmon", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
+def consume_json(*args: str) -> dict[str, Any]:
+    result = iotmon("consume", "--once", "--json", "--no-live", *args)
+    doc: dict[str, Any] = orjson.loads(result.stdout)
+    return doc
+
+
+def simulate_file(path: Path, *args: str) -> Path:
+    iotmon("simulate", "--start", START, "--output", str(path), *args)
+    return path
+
+
+def assert_same_stats(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Exactly the same counts; means equal to 1e-9."""
+    for field in ("readings", "accepted", "rejected", "late"):
+        assert got[field] == want[field], field
+    assert got["rejected_by_reason"] == want["rejected_by_reason"]
+    assert got["devices"].keys() == want["devices"].keys()
+    for key, device in want["devices"].items():
+        other = got["devices"][key]
+        assert other["count"] == device["count"], key
+        for name in ("min", "max", "last"):
+            assert other[name] == device[name], (key, name)
+        assert other["last_event"] == device["last_event"], key
+        assert math.isclose(other["mean"], device["mean"], rel_tol=0, abs_tol=1e-9), key
+        if device["window_mean"] is None:
+            assert other["window_mean"] is None, key
+        else:
+            assert math.isclose(
+                other["window_mean"], device["window_mean"], rel_tol=0, abs_tol=1e-9
+            ), key
+
+
+def kill_repeatedly(
+    args: list[str],
+    *,
+    state_dir: Path,
+    kills: int,
+    progress_file_glob: str = "partitions/*.json",
+    seed: int = 1,
+) -> list[float]:
+    """Start ``iotmon ARGS``, SIGKILL it once a new checkpoint landed (plus a pseudo-random
+    delay), ``kills`` times; returns how far each run got (checkpoint mtimes) for the log."""
+    import random
+
+    rng = random.Random(seed)
+    seen: list[float] = []
+    for _ in range(kills):
+        before = _latest_mtime(state_dir, progress_file_glob)
+        proc = spawn(*args)
+        deadline = time.monotonic() + 120
+        while _latest_mtime(state_dir, progress_file_glob) <= before:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                raise AssertionError(f"finished before it could be killed: {err.decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("no checkpoint within 120 s")
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.communicate()
+        seen.append(_latest_mtime(state_dir, progress_file_glob))
+    return seen
+
+
+def _latest_mtime(state_dir: Path, pattern: str) -> float:
+    times = [p.stat().st_mtime_ns for p in state_dir.glob(pattern)]
+    return max(times, default=0) / 1e9

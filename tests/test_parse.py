@@ -1,0 +1,142 @@
+"""The parser: the seed format exactly as it is, every rejection reason, and fuzzed input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iotmon.parse import (
+    ParseSettings,
+    Reading,
+    ReadingParser,
+    Reason,
+    Rejection,
+    format_event_time,
+    parse_event_time,
+)
+
+SEED_LINE = (
+    b'{"id_sensor":"Sensor-1503-762GK","id_equipamento":"Equipament-0323XH-762GK",'
+    b'"sensor":"sensor16", "data_evento":"2023-03-15T12:15:37.166944Z", '
+    b'"padrao":{"formato":"iot:leitura:sensor:temp", "leitura":{"temperatura":73.3}}}'
+)
+SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
+
+
+def reading(**overrides: object) -> bytes:
+    doc: dict[str, object] = orjson.loads(SEED_LINE)
+    doc.update(overrides)
+    return orjson.dumps(doc)
+
+
+def test_seed_line_is_accepted_exactly() -> None:
+    parsed = ReadingParser().parse(SEED_LINE)
+    assert parsed == (
+        "Equipament-0323XH-762GK",
+        73.3,
+        parse_event_time("2023-03-15T12:15:37.166944+00:00"),
+    )
+
+
+def test_group_by_sensor_label_like_the_original_notebook() -> None:
+    parsed = ReadingParser(ParseSettings(key_field="sensor")).parse(SEED_LINE)
+    assert isinstance(parsed, tuple) and parsed[0] == "sensor16"
+
+
+def test_event_time_round_trips_through_the_seed_layout() -> None:
+    event_us = parse_event_time("2023-03-15T12:15:37.166944Z")
+    assert format_event_time(event_us) == "2023-03-15T12:15:37.166944Z"
+    assert event_us % 1_000_000 == 166944
+
+
+def test_fast_and_slow_timestamp_paths_agree() -> None:
+    parser = ReadingParser()
+    for stamp in ["2023-03-15T12:15:37.000001Z", "2023-03-15T12:15:37.999999Z"]:
+        fast = parser.parse(reading(data_evento=stamp))
+        assert isinstance(fast, tuple)
+        assert fast[2] == parse_event_time(stamp)
+    offset = parser.parse(reading(data_evento="2023-03-15T09:15:37.166944-03:00"))
+    assert isinstance(offset, tuple)
+    assert offset[2] == parse_event_time("2023-03-15T12:15:37.166944Z")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"", Reason.INVALID_JSON),
+        (b'{"id_equipamento": "x", "padrao": ', Reason.INVALID_JSON),
+        (SEED_LINE.replace(b"73.3", b"NaN"), Reason.INVALID_JSON),
+        (SEED_LINE.replace(b"73.3", b"1e999"), Reason.NOT_FINITE),
+        (b"[1, 2]", Reason.NOT_OBJECT),
+        (b'"text"', Reason.NOT_OBJECT),
+        (reading(id_equipamento=None), Reason.WRONG_TYPE),
+        (reading(id_equipamento=7), Reason.WRONG_TYPE),
+        (reading(id_equipamento=""), Reason.BAD_KEY),
+        (reading(id_equipamento="x" * 257), Reason.BAD_KEY),
+        (reading(padrao={"leitura": {}}), Reason.MISSING_FIELD),
+        (reading(padrao="flat"), Reason.MISSING_FIELD),
+        (reading(padrao={"leitura": {"temperatura": "73.3"}}), Reason.WRONG_TYPE),
+        (reading(padrao={"leitura": {"temperatura": True}}), Reason.WRONG_TYPE),
+        (reading(padrao={"leitura": {"temperatura": 900.0}}), Reason.OUT_OF_RANGE),
+        (reading(padrao={"leitura": {"temperatura": -51}}), Reason.OUT_OF_RANGE),
+        (reading(data_evento="yesterday"), Reason.BAD_TIMESTAMP),
+        (reading(data_evento="2023-13-15T12:15:37.166944Z"), Reason.BAD_TIMESTAMP),
+        (reading(data_evento="2023-03-15T12:15:37.16694xZ"), Reason.BAD_TIMESTAMP),
+        (reading(data_evento=1678882537), Reason.WRONG_TYPE),
+        (b'{"padrao":{"leitura":{"temperatura":1}}}', Reason.MISSING_FIELD),
+    ],
+)
+def test_rejections_name_the_reason(line: bytes, reason: Reason) -> None:
+    result = ReadingParser().parse(line)
+    assert isinstance(result, Rejection)
+    assert result.reason is reason
+    assert result.detail
+
+
+def test_valid_range_is_configurable() -> None:
+    parser = ReadingParser(ParseSettings(valid_min=0, valid_max=80))
+    assert isinstance(parser.parse(SEED_LINE), tuple)
+    hot = parser.parse(reading(padrao={"leitura": {"temperatura": 81}}))
+    assert isinstance(hot, Rejection) and hot.reason is Reason.OUT_OF_RANGE
+
+
+def test_bad_settings_name_the_option() -> None:
+    with pytest.raises(ValueError, match="valid-range"):
+        ParseSettings(valid_min=10, valid_max=0)
+    with pytest.raises(ValueError, match="key-field"):
+        ParseSettings(key_field="a..b")
+
+
+def test_whole_seed_sample_parses() -> None:
+    parser = ReadingParser()
+    lines = SEED_FILE.read_bytes().splitlines()
+    results = [parser.parse(line) for line in lines]
+    assert len(results) == 10_000
+    assert all(isinstance(r, tuple) for r in results)
+
+
+def _check(result: Reading | Rejection) -> None:
+    if isinstance(result, Rejection):
+        assert isinstance(result.reason, Reason)
+        return
+    key, value, event_us = result
+    assert isinstance(key, str) and 0 < len(key) <= 256
+    assert -50.0 <= value <= 200.0
+    assert isinstance(event_us, int)
+
+
+@settings(max_examples=400, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(raw: bytes) -> None:
+    _check(ReadingParser().parse(raw))
+
+
+@settings(max_examples=400, derandomize=True)
+@given(st.integers(min_value=0, max_value=len(SEED_LINE)), st.binary(max_size=8), st.booleans())
+def test_truncated_and_mutated_seed_lines_never_crash(cut: int, noise: bytes, insert: bool) -> None:
+    line = SEED_LINE[:cut] + noise + SEED_LINE[cut:] if insert else SEED_LINE[:cut] + noise
+    _check(ReadingParser().parse(line))
