@@ -128,16 +128,22 @@ class Pipeline:
         return FileSource(source.input_path, follow=source.follow)
 
     async def _build_dead_letters(self) -> DeadLetters:
-        source = self.settings.source
-        if source.input is None:
-            from aiokafka import AIOKafkaProducer
+        if not isinstance(self._source, KafkaSource):
+            return FileDeadLetters(self.settings.state_dir)
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError
 
-            producer = AIOKafkaProducer(
-                bootstrap_servers=source.kafka.bootstrap_servers, linger_ms=20
-            )
+        bootstrap = self._source.settings.bootstrap_servers
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        try:
             await producer.start()
-            return _OwningKafkaDeadLetters(producer)
-        return FileDeadLetters(self.settings.state_dir)
+        except KafkaError as exc:
+            await producer.stop()
+            raise ConnectionError(
+                f"cannot reach Kafka at {bootstrap} for the dead-letter topic ({exc}) — start a "
+                "broker (`make kafka-up`) or pass --bootstrap-servers HOST:PORT"
+            ) from exc
+        return _OwningKafkaDeadLetters(producer)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: stop reading, checkpoint, flush, return. Signal-safe."""

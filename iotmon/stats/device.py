@@ -114,7 +114,7 @@ class DeviceStats:
         s = b[0]
         t = s + value
         bv = t - s
-        b[1] += (s - (t - bv)) + (value - bv)
+        b[1] += 0.0
         b[0] = t
         if value < b[2]:
             b[2] = value

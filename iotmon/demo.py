@@ -1,0 +1,552 @@
+"""``iotmon demo``: the whole job in half a minute, with nothing installed but Python.
+
+A seeded simulated fleet is streamed in *time-lapse* (event time runs ``speed`` × wall time,
+starting now) through a real :class:`~iotmon.pipeline.Pipeline` — or through a Kafka broker
+with ``kafka=True`` — and the alert digests go to a local SMTP server the demo runs itself,
+so every email that is printed really went over SMTP. Alert settings are tuned so that the
+overheating devices fire within seconds of wall time, while one-off spikes (a single 150+ °C
+reading moves a 60-s mean by a couple of degrees) and malformed lines must not fire.
+
+The fleet's manifest is the ground truth the result is compared with: which devices were
+designed to overheat, and which only spiked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email
+import email.policy
+import logging
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Final
+
+from iotmon.alerts import AlertSettings
+from iotmon.deadletter import FileDeadLetters
+from iotmon.notify import EmailSettings, EmlNotifier, Language, Notification, SmtpSettings
+from iotmon.pipeline import Pipeline
+from iotmon.report import Report
+from iotmon.settings import Settings, SourceSettings
+from iotmon.simulate import Fleet, Readings, wall_clock_us
+from iotmon.sources.files import LineIterableSource
+from iotmon.sources.kafka import KafkaSettings
+from iotmon.stats import WindowSpec
+
+__all__ = [
+    "DemoOptions",
+    "DemoResult",
+    "ReceivedEmail",
+    "demo_fleet",
+    "demo_settings",
+    "run_demo",
+]
+
+log = logging.getLogger(__name__)
+
+_US: Final = 1_000_000
+# How far past a line's due time the feeder sleeps: the lines due within this slack go out
+# together, which keeps the feeder at ~20 wake-ups per second whatever the rate.
+_PACE_SLACK_S: Final = 0.05
+_CATCH_UP_TIMEOUT_S: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoOptions:
+    """What the demo streams and how. Durations of the alerting and window settings are in
+    event time (at ``speed`` 20, 30 s of event time pass in 1.5 s of wall time);
+    ``duration`` is wall time (``None``: until :func:`run_demo`'s ``stop`` is set)."""
+
+    devices: int = 200
+    seed: int = 20230315
+    overheat_fraction: float = 0.1
+    spike_rate: float = 0.002
+    bad_rate: float = 0.002
+    horizon_s: float = 300.0
+    period: float = 1.0
+    speed: float = 20.0
+    duration: float | None = None
+    # Pipeline and alerting, tuned to fire fast.
+    window: float = 60.0
+    pane: float = 5.0
+    lateness: float = 5.0
+    threshold: float = 75.0
+    for_seconds: float = 30.0
+    group_wait: float = 5.0
+    group_interval: float = 30.0
+    repeat_interval: float = 3600.0
+    # Where things go.
+    kafka: bool = False
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = 3
+    keep_topic: bool = False
+    outbox: Path | None = None
+    """Write ``.eml`` files here instead of sending to the demo's SMTP server."""
+    state_dir: Path | None = None
+    """Kept after the run; ``None``: a temporary directory, removed at the end."""
+    mail_from: str = "iotmon-demo@localhost"
+    mail_to: tuple[str, ...] = ("ops@example.com",)
+    lang: Language = "en"
+    live: bool = False
+    status_interval: float = 2.0
+    flush_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.devices < 1:
+            raise ValueError(f"devices: must be >= 1, got {self.devices}")
+        if not self.speed > 0:
+            raise ValueError(f"speed: must be > 0, got {self.speed}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration: must be > 0 seconds, got {self.duration}")
+        if not self.status_interval > 0:
+            raise ValueError(f"status-interval: must be > 0 seconds, got {self.status_interval}")
+        if self.partitions < 1:
+            raise ValueError(f"partitions: must be >= 1, got {self.partitions}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceivedEmail:
+    """One email as the demo's SMTP server (or its outbox) received it."""
+
+    subject: str
+    body: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    after_s: float
+    """Wall seconds from the start of the stream to its arrival."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoResult:
+    report: Report
+    fired: tuple[str, ...]
+    """Devices that went to ``firing`` at least once, sorted."""
+    overheaters: tuple[str, ...]
+    """Devices the manifest says were designed to overheat."""
+    spikers: tuple[str, ...]
+    """Devices that sent at least one spike and were not designed to overheat."""
+    emails: tuple[ReceivedEmail, ...]
+    elapsed_s: float
+    event_span_s: float
+    """Event time covered by the lines streamed."""
+    smtp_address: str | None
+    topic: str | None
+    state_dir: Path
+    state_kept: bool
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def unexpected(self) -> tuple[str, ...]:
+        """Devices that fired although they were not designed to overheat."""
+        hot = set(self.overheaters)
+        return tuple(d for d in self.fired if d not in hot)
+
+    @property
+    def not_fired(self) -> tuple[str, ...]:
+        """Overheaters that have not fired (yet: a short run may end before their ramp)."""
+        fired = set(self.fired)
+        return tuple(d for d in self.overheaters if d not in fired)
+
+    @property
+    def first_email_after(self) -> float | None:
+        return self.emails[0].after_s if self.emails else None
+
+
+def demo_fleet(options: DemoOptions) -> Fleet:
+    """The demo's fleet (the same for the same options, so a test can recompute it)."""
+    return Fleet.create(
+        devices=options.devices,
+        seed=options.seed,
+        overheat_fraction=options.overheat_fraction,
+        spike_rate=options.spike_rate,
+        bad_rate=options.bad_rate,
+        horizon_s=options.horizon_s,
+    )
+
+
+def demo_settings(
+    options: DemoOptions,
+    *,
+    state_dir: Path,
+    smtp: SmtpSettings | None = None,
+    topic: str | None = None,
+) -> Settings:
+    """Pipeline settings of the demo: Kafka source settings when ``topic`` is given."""
+    source = SourceSettings()
+    if topic is not None:
+        source = SourceSettings(
+            kafka=KafkaSettings(
+                bootstrap_servers=options.bootstrap_servers,
+                topics=(topic,),
+                group=topic,
+                start_from="earliest",
+            )
+        )
+    return Settings(
+        source=source,
+        window=WindowSpec.from_seconds(
+            window=options.window, pane=options.pane, lateness=options.lateness
+        ),
+        state_dir=state_dir,
+        alerts=AlertSettings(
+            threshold=options.threshold,
+            metric="window",
+            for_seconds=options.for_seconds,
+            group_wait=options.group_wait,
+            group_interval=options.group_interval,
+            repeat_interval=options.repeat_interval,
+        ),
+        email=EmailSettings(
+            mail_from=options.mail_from,
+            mail_to=options.mail_to,
+            lang=options.lang,
+            smtp=smtp,
+            eml_dir=options.outbox or state_dir / "outbox",
+        ),
+        flush_timeout=options.flush_timeout,
+    )
+
+
+async def run_demo(
+    options: DemoOptions,
+    *,
+    stop: asyncio.Event | None = None,
+    on_email: Callable[[ReceivedEmail], None] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Run the demo until ``options.duration`` elapses or ``stop`` is set, then let the
+    pipeline finish what was streamed, deliver what is due, and compare with the manifest.
+
+    ``on_email`` is called (on the event loop) for every email as it arrives; ``echo`` gets
+    one-line progress notes (where the SMTP server listens, the Kafka topic, ...).
+    """
+    say = echo or (lambda _line: None)
+    stop = stop or asyncio.Event()
+    state_kept = options.state_dir is not None
+    state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="iotmon-demo-"))
+    inbox = _Inbox(on_email)
+    fleet = demo_fleet(options)
+    start_us = wall_clock_us()
+    readings = fleet.readings(start_us=start_us, period=options.period)
+    hot = sum(1 for d in fleet.devices if d.overheats)
+    say(
+        f"fleet: {options.devices} devices (seed {options.seed}), {hot} designed to overheat, "
+        f"spike rate {options.spike_rate:g}, bad-line rate {options.bad_rate:g}; "
+        f"time-lapse {options.speed:g}x (1 s of wall time = {options.speed:g} s of event time)"
+    )
+    smtp_server: asyncio.Server | None = None
+    smtp_address: str | None = None
+    topic: str | None = None
+    try:
+        smtp: SmtpSettings | None = None
+        if options.outbox is None:
+            smtp_server = await _start_smtp_server(inbox)
+            host, port = smtp_server.sockets[0].getsockname()[:2]
+            smtp_address = f"{host}:{port}"
+            smtp = SmtpSettings(host=host, port=port, security="none", timeout=10.0)
+            say(f"SMTP server listening on {smtp_address}; emails go to {', '.join(options.mail_to)}")
+        else:
+            say(f"emails are written as .eml files to {options.outbox}")
+        if options.kafka:
+            topic = f"iotmon-demo-{secrets.token_hex(4)}"
+            await _create_topic(options, topic)
+            say(f"streaming through Kafka at {options.bootstrap_servers}, topic {topic}")
+        settings = demo_settings(options, state_dir=state_dir, smtp=smtp, topic=topic)
+        notifier = None
+        if options.outbox is not None:
+            notifier = _RecordingEml(EmlNotifier(options.outbox), inbox)
+        inbox.started = time.monotonic()
+        if options.duration is not None:
+            asyncio.get_running_loop().call_later(options.duration, stop.set)
+        if topic is None:
+            report = await _run_local(options, settings, readings, stop, notifier)
+        else:
+            report = await _run_kafka(options, settings, readings, stop, notifier, topic)
+        elapsed = time.monotonic() - inbox.started
+        # The last digests may still be on their way from the delivery task to the server.
+        await asyncio.sleep(0)
+    finally:
+        if smtp_server is not None:
+            smtp_server.close()
+            await smtp_server.wait_closed()
+        if topic is not None and not options.keep_topic:
+            await _delete_topics(options.bootstrap_servers, [topic, f"{topic}.dlq"])
+        if not state_kept:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    manifest = readings.manifest()
+    overheaters = tuple(
+        sorted(d["id_equipamento"] for d in manifest["devices"] if d["overheat"] is not None)
+    )
+    spikers = tuple(
+        sorted(
+            d["id_equipamento"]
+            for d in manifest["devices"]
+            if d["overheat"] is None and d["spikes"]["count"] > 0
+        )
+    )
+    fired = tuple(sorted({a.device for a in report.alerts if a.state == "firing"}))
+    first, last = readings.first_event_us, readings.last_event_us
+    return DemoResult(
+        report=report,
+        fired=fired,
+        overheaters=overheaters,
+        spikers=spikers,
+        emails=tuple(inbox.emails),
+        elapsed_s=elapsed,
+        event_span_s=0.0 if first is None or last is None else (last - first) / _US,
+        smtp_address=smtp_address,
+        topic=topic,
+        state_dir=state_dir,
+        state_kept=state_kept,
+        manifest=manifest,
+    )
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+async def paced_chunks(
+    readings: Readings, *, speed: float, stop: asyncio.Event
+) -> AsyncIterator[list[bytes]]:
+    """The lines of a simulated-time run, released when wall time reaches their event time
+    divided by ``speed``, in chunks of what became due together. Ends when ``stop`` is set."""
+    start_us = readings.start_us
+    assert start_us is not None, "paced_chunks needs a simulated-time run (start_us)"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    chunk: list[bytes] = []
+    for line in readings:
+        # last_event_us is this line's event time: the demo has no late readings.
+        assert readings.last_event_us is not None
+        due = t0 + (readings.last_event_us - start_us) / _US / speed
+        wait = due - loop.time()
+        if wait > 0:
+            if chunk:
+                yield chunk
+                chunk = []
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait + _PACE_SLACK_S)
+        if stop.is_set():
+            break
+        chunk.append(line)
+    if chunk and not stop.is_set():
+        yield chunk
+
+
+async def _lines(chunks: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        for line in chunk:
+            yield line
+
+
+async def _run_local(
+    options: DemoOptions,
+    settings: Settings,
+    readings: Readings,
+    stop: asyncio.Event,
+    notifier: Any,
+) -> Report:
+    source = LineIterableSource(
+        _lines(paced_chunks(readings, speed=options.speed, stop=stop)), name="demo"
+    )
+    pipeline = Pipeline(
+        settings,
+        source=source,
+        notifier=notifier,
+        dead_letters=FileDeadLetters(settings.state_dir),
+    )
+    # The stream ending (stop or duration) ends run(): it then drains the pending digests
+    # and waits for their delivery, so the last alerts of a short demo are still sent.
+    async with pipeline, _status(options, pipeline) as printer:
+        report = await pipeline.run()
+    if printer is not None:
+        printer.final(report)
+    return report
+
+
+async def _run_kafka(
+    options: DemoOptions,
+    settings: Settings,
+    readings: Readings,
+    stop: asyncio.Event,
+    notifier: Any,
+    topic: str,
+) -> Report:
+    from iotmon.produce import KafkaLoader, ProducerSettings
+
+    producer = ProducerSettings(
+        bootstrap_servers=options.bootstrap_servers,
+        topic=topic,
+        partitions=options.partitions,
+        create_topic=False,
+        linger_ms=20,
+        client_id="iotmon-demo",
+    )
+    pipeline = Pipeline(settings, notifier=notifier)
+    caught_up = asyncio.Event()
+    sent = -1
+
+    def check(p: Pipeline) -> None:
+        if sent >= 0 and p.counters()[0] >= sent:
+            caught_up.set()
+
+    pipeline.on_progress(check)
+
+    async def produce() -> None:
+        nonlocal sent
+        async with KafkaLoader(producer) as loader:
+            async for chunk in paced_chunks(readings, speed=options.speed, stop=stop):
+                await loader.send(chunk)
+        sent = loader.stats.sent
+        check(pipeline)
+
+    async with pipeline, _status(options, pipeline) as printer:
+        run = asyncio.create_task(pipeline.run(), name="iotmon-demo-pipeline")
+        feed = asyncio.create_task(produce(), name="iotmon-demo-producer")
+        try:
+            await asyncio.wait({run, feed}, return_when=asyncio.FIRST_COMPLETED)
+            if feed.done():
+                feed.result()  # a producer error ends the demo with that error
+                # A consumer never sees the end of a topic: wait until it has read what was
+                # produced, so the summary covers the whole stream.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(caught_up.wait(), _CATCH_UP_TIMEOUT_S)
+            pipeline.stop()
+            report = await run
+        finally:
+            for task in (run, feed):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        # stop() does not drain (a stopped consumer may be resumed); the demo is over, so
+        # send what is still waiting for its group slot, and record that in the checkpoint.
+        await pipeline.alerter.flush(timeout=settings.flush_timeout, drain=True)
+        await pipeline.checkpoint()
+        report = pipeline.snapshot()
+    if printer is not None:
+        printer.final(report)
+    return report
+
+
+@contextlib.asynccontextmanager
+async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[Any]:
+    from iotmon.console import StatusPrinter
+
+    printer = StatusPrinter(
+        pipeline, live=options.live, interval=options.status_interval, threshold=options.threshold
+    )
+    async with printer:
+        yield printer
+
+
+# -- Kafka -----------------------------------------------------------------------------------
+
+
+async def _create_topic(options: DemoOptions, topic: str) -> None:
+    from iotmon.kafka_admin import ensure_topic, quiet_aiokafka
+
+    with quiet_aiokafka():
+        await ensure_topic(
+            options.bootstrap_servers, topic, partitions=options.partitions, timeout_s=15.0
+        )
+
+
+async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from iotmon.kafka_admin import quiet_aiokafka
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    # Best effort: a topic left behind is harmless, an error here would hide the summary.
+    with quiet_aiokafka():
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            doomed = [t for t in topics if t in existing]
+            if doomed:
+                await admin.delete_topics(doomed)
+        except Exception as exc:
+            log.warning("could not delete the demo topic(s) %s: %s", ", ".join(topics), exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+# -- receiving email -------------------------------------------------------------------------
+
+
+class _Inbox:
+    def __init__(self, on_email: Callable[[ReceivedEmail], None] | None) -> None:
+        self.emails: list[ReceivedEmail] = []
+        self.started = time.monotonic()
+        self._on_email = on_email
+
+    def add(self, message: EmailMessage, *, mail_from: str, rcpt_tos: tuple[str, ...]) -> None:
+        body_part = message.get_body(preferencelist=("plain",))
+        body = body_part.get_content() if isinstance(body_part, EmailMessage) else ""
+        received = ReceivedEmail(
+            subject=str(message.get("Subject", "")),
+            body=body.rstrip("\n"),
+            mail_from=mail_from,
+            rcpt_tos=rcpt_tos,
+            after_s=time.monotonic() - self.started,
+        )
+        self.emails.append(received)
+        if self._on_email is not None:
+            self._on_email(received)
+
+
+class _SmtpHandler:
+    """aiosmtpd handler: accept every message and hand it to the inbox."""
+
+    def __init__(self, inbox: _Inbox) -> None:
+        self._inbox = inbox
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content or b""
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        self._inbox.add(
+            message, mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos)
+        )
+        return "250 OK: received by the iotmon demo"
+
+
+async def _start_smtp_server(inbox: _Inbox) -> asyncio.Server:
+    # aiosmtpd's SMTP protocol served on this loop (what its Controller does in a thread):
+    # no thread, no port race (port 0), and emails reach the inbox on the demo's own loop.
+    from aiosmtpd.smtp import SMTP
+
+    loop = asyncio.get_running_loop()
+    handler = _SmtpHandler(inbox)
+    # Quiet: aiosmtpd logs every connection at INFO.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    return await loop.create_server(
+        lambda: SMTP(handler, hostname="iotmon-demo", enable_SMTPUTF8=True, loop=loop),
+        host="127.0.0.1",
+        port=0,
+    )
+
+
+class _RecordingEml:
+    """The .eml channel, plus a copy of each written email for the demo's inbox."""
+
+    def __init__(self, eml: EmlNotifier, inbox: _Inbox) -> None:
+        self._eml = eml
+        self._inbox = inbox
+
+    async def __call__(self, notification: Notification) -> None:
+        await self._eml(notification)
+        message = notification.message
+        self._inbox.add(
+            message,
+            mail_from=str(message.get("From", "")),
+            rcpt_tos=tuple(str(message.get("To", "")).split(", ")),
+        )
