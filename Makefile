@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA_PORT ?= 9092
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench bench-full kafka-up kafka-down kafka-jars clean
+.PHONY: install test lint typecheck pytest demo bench bench-full kafka-up kafka-down kafka-jars clean docs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,6 @@ kafka-down:
 
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+
+docs: $(STAMP)
+	$(BIN)/python -m iotmon.cli.reference
