@@ -23,10 +23,25 @@ def specs(draw: st.DrawFn) -> WindowSpec:
     )
 
 
-# Event times in a small range (negative too, to exercise floor division) so readings
-# are heavily out of order, plus occasional jumps far ahead to empty the window.
-event_times = st.one_of(st.integers(-30, 120), st.integers(120, 10_000))
-readings = st.lists(st.tuples(event_times, values), min_size=1, max_size=120)
+@st.composite
+def event_times(draw: st.DrawFn, spec: WindowSpec, size: int) -> list[int]:
+    """A clock that mostly creeps forward, sometimes jumps past the window, and readings
+    that lag it by anything from nothing to well past the lateness and window bounds."""
+    p, w = spec.pane_us, spec.window_us
+    clock = draw(st.integers(-50, 50))  # negative times exercise floor division
+    times = []
+    for _ in range(size):
+        clock += draw(st.one_of(st.integers(0, 2 * p), st.integers(0, 3 * w)))
+        lag = draw(st.one_of(st.just(0), st.integers(0, spec.lateness_us + w + 2 * p)))
+        times.append(clock - lag)
+    return times
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[WindowSpec, list[tuple[int, float]]]:
+    spec = draw(specs())
+    vals = draw(st.lists(values, min_size=1, max_size=100))
+    return spec, list(zip(draw(event_times(spec, len(vals))), vals, strict=True))
 
 
 class Model:
@@ -64,8 +79,9 @@ def close(a: float, b: float) -> bool:
 
 
 @settings(max_examples=400, derandomize=True, deadline=None)
-@given(spec=specs(), readings=readings)
-def test_matches_brute_force(spec: WindowSpec, readings: list[tuple[int, float]]) -> None:
+@given(scenarios())
+def test_matches_brute_force(scenario: tuple[WindowSpec, list[tuple[int, float]]]) -> None:
+    spec, readings = scenario
     dev = DeviceStats(spec)
     model = Model(spec)
     for event_us, value in readings:
@@ -86,18 +102,19 @@ def test_matches_brute_force(spec: WindowSpec, readings: list[tuple[int, float]]
 
 @settings(max_examples=200, derandomize=True, deadline=None)
 @given(
-    spec=specs(),
-    readings=st.lists(st.tuples(st.sampled_from("abc"), event_times, values), max_size=80),
-    cut=st.integers(0, 80),
+    scenario=scenarios(),
+    keys=st.lists(st.sampled_from("abc"), min_size=100, max_size=100),
+    cut=st.integers(0, 100),
 )
 def test_snapshot_resume_is_exact(
-    spec: WindowSpec, readings: list[tuple[str, int, float]], cut: int
+    scenario: tuple[WindowSpec, list[tuple[int, float]]], keys: list[str], cut: int
 ) -> None:
+    spec, readings = scenario
     table = StatsTable(spec)
-    for key, event_us, value in readings[:cut]:
+    for key, (event_us, value) in zip(keys, readings[:cut], strict=False):
         table.add(key, value, event_us)
     resumed = StatsTable.from_state(spec, orjson.loads(orjson.dumps(table.to_state())))
-    for key, event_us, value in readings[cut:]:
+    for key, (event_us, value) in zip(keys[cut:], readings[cut:], strict=False):
         a = table.add(key, value, event_us)
         b = resumed.add(key, value, event_us)
         assert (a.window_mean, a.window_count, a.mean) == (b.window_mean, b.window_count, b.mean)

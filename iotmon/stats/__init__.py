@@ -36,9 +36,11 @@ Why per device
     devices interleave.
 
 Memory
-    Bounded per device and independent of the reading rate: a few scalars plus, once the
-    window spans more than one pane, a ring of N pane sums and counts (one ``array('d')``
-    of 2N doubles). The ring is dropped again when a gap longer than the window empties it.
+    Bounded per device and independent of the reading rate: one ``array('d')`` holding the
+    running and window sums, extended by a ring of N pane sums and counts (2N doubles) once
+    the window holds readings from more than one pane. The ring is dropped again when a gap
+    longer than the window empties it. About 300 bytes per device without a ring and 860
+    with one (N = 30, measured as process RSS over 1M devices, device keys not included).
 
 Values must be finite floats (``add`` raises ValueError otherwise).
 """

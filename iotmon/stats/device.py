@@ -35,7 +35,8 @@ class DeviceStats:
     ``count``/``min``/``max``/``last``/``mean`` cover every reading ever added, late or not;
     ``window_mean``/``window_count`` cover the non-late readings inside the window.
     Before the first reading: count 0, min inf, max -inf, last and mean NaN, head_us and
-    last_event_us ``NO_EVENT_US``.
+    last_event_us ``NO_EVENT_US``. All attributes are read-only in spirit: ``head_us`` and
+    ``last_event_us`` are plain slots only because they are read after every reading.
     """
 
     __slots__ = ("_buf", "_ringed", "head_us", "last_event_us", "spec")
@@ -114,7 +115,7 @@ class DeviceStats:
         s = b[0]
         t = s + value
         bv = t - s
-        b[1] += 0.0
+        b[1] += (s - (t - bv)) + (value - bv)
         b[0] = t
         if value < b[2]:
             b[2] = value
