@@ -140,3 +140,25 @@ def test_random_bytes_never_crash(raw: bytes) -> None:
 def test_truncated_and_mutated_seed_lines_never_crash(cut: int, noise: bytes, insert: bool) -> None:
     line = SEED_LINE[:cut] + noise + SEED_LINE[cut:] if insert else SEED_LINE[:cut] + noise
     _check(ReadingParser().parse(line))
+
+
+@settings(max_examples=600, derandomize=True)
+@given(
+    st.integers(min_value=0, max_value=len(SEED_LINE)),
+    st.sampled_from([b"", b"1", b"x", b"\\u00e9", b'"', b"-", b" ", b"9e9", b"null", b"\x00"]),
+    st.integers(min_value=0, max_value=len(SEED_LINE)),
+)
+def test_fast_path_agrees_with_the_strict_parser(cut: int, noise: bytes, end: int) -> None:
+    line = SEED_LINE[:cut] + noise + SEED_LINE[max(cut, end) :]
+    parser = ReadingParser()
+    assert parser.parse(line) == parser.parse_strictly(line)
+
+
+@pytest.mark.parametrize(
+    "settings_",
+    [ParseSettings(), ParseSettings(key_field="sensor", valid_min=0, valid_max=80)],
+)
+def test_fast_path_agrees_on_the_whole_seed_sample(settings_: ParseSettings) -> None:
+    parser = ReadingParser(settings_)
+    for line in SEED_FILE.read_bytes().splitlines():
+        assert parser.parse(line) == parser.parse_strictly(line)
