@@ -41,7 +41,10 @@ def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) 
 
     table = Table(title=f"hottest devices (threshold {threshold:.1f} °C)", expand=False)
     for column in ("device", "window mean", "running mean", "max", "count", "last seen", "alert"):
-        table.add_column(column, justify="left" if column in ("device", "alert") else "right")
+        if column == "device":
+            table.add_column(column, no_wrap=True, min_width=23)
+        else:
+            table.add_column(column, justify="left" if column == "alert" else "right")
     ranked = sorted(report.devices.items(), key=hotness, reverse=True)[:limit]
     for key, device in ranked:
         window = "—" if device.window_mean is None else f"{device.window_mean:.2f}"
@@ -76,7 +79,8 @@ class StatusPrinter:
         self.live = live
         self.interval = interval if not live else 0.5
         self.threshold = threshold
-        self.console = console or Console(file=sys.stderr)
+        # Not a terminal: no wrapping at 80 columns, so status lines stay one greppable line.
+        self.console = console or Console(file=sys.stderr, soft_wrap=not sys.stderr.isatty())
         self._task: asyncio.Task[None] | None = None
         self._last = (time.monotonic(), 0)
 

@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from iotmon.alerts import AlertSettings
+from iotmon.console import StatusPrinter
 from iotmon.deadletter import FileDeadLetters
-from iotmon.notify import EmailSettings, EmlNotifier, Language, Notification, SmtpSettings
+from iotmon.notify import (
+    EmailSettings,
+    EmlNotifier,
+    Language,
+    Notification,
+    Notifier,
+    SmtpSettings,
+)
 from iotmon.pipeline import Pipeline
 from iotmon.report import Report
 from iotmon.settings import Settings, SourceSettings
@@ -45,6 +53,9 @@ __all__ = [
     "ReceivedEmail",
     "demo_fleet",
     "demo_settings",
+    "format_email",
+    "format_summary",
+    "paced_chunks",
     "run_demo",
 ]
 
@@ -228,6 +239,13 @@ async def run_demo(
     """
     say = echo or (lambda _line: None)
     stop = stop or asyncio.Event()
+    if options.state_dir is not None and _non_empty(options.state_dir):
+        # A checkpoint from an earlier demo would resume a stream that no longer exists
+        # (and skip as many lines of the new one).
+        raise ValueError(
+            f"state-dir: {options.state_dir} is not empty; the demo needs a new or empty "
+            "directory (or leave --state-dir out for a temporary one)"
+        )
     state_kept = options.state_dir is not None
     state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="iotmon-demo-"))
     inbox = _Inbox(on_email)
@@ -243,6 +261,7 @@ async def run_demo(
     smtp_server: asyncio.Server | None = None
     smtp_address: str | None = None
     topic: str | None = None
+    deadline: asyncio.TimerHandle | None = None
     try:
         smtp: SmtpSettings | None = None
         if options.outbox is None:
@@ -250,28 +269,34 @@ async def run_demo(
             host, port = smtp_server.sockets[0].getsockname()[:2]
             smtp_address = f"{host}:{port}"
             smtp = SmtpSettings(host=host, port=port, security="none", timeout=10.0)
-            say(f"SMTP server listening on {smtp_address}; emails go to {', '.join(options.mail_to)}")
+            to = ", ".join(options.mail_to)
+            say(f"SMTP server listening on {smtp_address}; alerts are mailed to {to}")
         else:
             say(f"emails are written as .eml files to {options.outbox}")
         if options.kafka:
-            topic = f"iotmon-demo-{secrets.token_hex(4)}"
-            await _create_topic(options, topic)
+            name = f"iotmon-demo-{secrets.token_hex(4)}"
+            # The dead-letter topic too: a broker without topic auto-creation would refuse
+            # the malformed lines the demo sends on purpose.
+            await _create_topics(options, [name, f"{name}.dlq"])
+            topic = name
             say(f"streaming through Kafka at {options.bootstrap_servers}, topic {topic}")
         settings = demo_settings(options, state_dir=state_dir, smtp=smtp, topic=topic)
-        notifier = None
+        notifier: Notifier | None = None
         if options.outbox is not None:
             notifier = _RecordingEml(EmlNotifier(options.outbox), inbox)
         inbox.started = time.monotonic()
         if options.duration is not None:
-            asyncio.get_running_loop().call_later(options.duration, stop.set)
+            deadline = asyncio.get_running_loop().call_later(options.duration, stop.set)
         if topic is None:
             report = await _run_local(options, settings, readings, stop, notifier)
         else:
             report = await _run_kafka(options, settings, readings, stop, notifier, topic)
+        # run() returned after delivery was confirmed (or flush_timeout passed), and the
+        # server hands a message to the inbox before it answers 250: all emails are in.
         elapsed = time.monotonic() - inbox.started
-        # The last digests may still be on their way from the delivery task to the server.
-        await asyncio.sleep(0)
     finally:
+        if deadline is not None:
+            deadline.cancel()
         if smtp_server is not None:
             smtp_server.close()
             await smtp_server.wait_closed()
@@ -306,6 +331,15 @@ async def run_demo(
         state_kept=state_kept,
         manifest=manifest,
     )
+
+
+def _non_empty(path: Path) -> bool:
+    try:
+        return any(path.iterdir())
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return True
 
 
 # -- streaming -------------------------------------------------------------------------------
@@ -350,7 +384,7 @@ async def _run_local(
     settings: Settings,
     readings: Readings,
     stop: asyncio.Event,
-    notifier: Any,
+    notifier: Notifier | None,
 ) -> Report:
     source = LineIterableSource(
         _lines(paced_chunks(readings, speed=options.speed, stop=stop)), name="demo"
@@ -365,8 +399,7 @@ async def _run_local(
     # and waits for their delivery, so the last alerts of a short demo are still sent.
     async with pipeline, _status(options, pipeline) as printer:
         report = await pipeline.run()
-    if printer is not None:
-        printer.final(report)
+    printer.final(report)
     return report
 
 
@@ -375,7 +408,7 @@ async def _run_kafka(
     settings: Settings,
     readings: Readings,
     stop: asyncio.Event,
-    notifier: Any,
+    notifier: Notifier | None,
     topic: str,
 ) -> Report:
     from iotmon.produce import KafkaLoader, ProducerSettings
@@ -430,15 +463,12 @@ async def _run_kafka(
         await pipeline.alerter.flush(timeout=settings.flush_timeout, drain=True)
         await pipeline.checkpoint()
         report = pipeline.snapshot()
-    if printer is not None:
-        printer.final(report)
+    printer.final(report)
     return report
 
 
 @contextlib.asynccontextmanager
-async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[Any]:
-    from iotmon.console import StatusPrinter
-
+async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[StatusPrinter]:
     printer = StatusPrinter(
         pipeline, live=options.live, interval=options.status_interval, threshold=options.threshold
     )
@@ -449,10 +479,10 @@ async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[Any
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-async def _create_topic(options: DemoOptions, topic: str) -> None:
-    from iotmon.kafka_admin import ensure_topic, quiet_aiokafka
+async def _create_topics(options: DemoOptions, topics: list[str]) -> None:
+    from iotmon.kafka_admin import ensure_topic
 
-    with quiet_aiokafka():
+    for topic in topics:
         await ensure_topic(
             options.bootstrap_servers, topic, partitions=options.partitions, timeout_s=15.0
         )
@@ -461,22 +491,19 @@ async def _create_topic(options: DemoOptions, topic: str) -> None:
 async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from iotmon.kafka_admin import quiet_aiokafka
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     # Best effort: a topic left behind is harmless, an error here would hide the summary.
-    with quiet_aiokafka():
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            doomed = [t for t in topics if t in existing]
-            if doomed:
-                await admin.delete_topics(doomed)
-        except Exception as exc:
-            log.warning("could not delete the demo topic(s) %s: %s", ", ".join(topics), exc)
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        doomed = [t for t in topics if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    except Exception as exc:
+        log.warning("could not delete the demo topic(s) %s: %s", ", ".join(topics), exc)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 # -- receiving email -------------------------------------------------------------------------
@@ -550,3 +577,51 @@ class _RecordingEml:
             mail_from=str(message.get("From", "")),
             rcpt_tos=tuple(str(message.get("To", "")).split(", ")),
         )
+
+
+# -- presentation ----------------------------------------------------------------------------
+
+_RULE: Final = "=" * 78
+
+
+def format_email(received: ReceivedEmail, number: int) -> str:
+    """An email as the demo prints it: framed, subject first, then the plain-text body."""
+    head = (
+        f"EMAIL #{number}  received {received.after_s:.1f} s after the start  "
+        f"from {received.mail_from} to {', '.join(received.rcpt_tos)}"
+    )
+    return "\n".join([_RULE, head, f"Subject: {received.subject}", "-" * 78, received.body, _RULE])
+
+
+def format_summary(result: DemoResult) -> str:
+    """The end-of-run summary: what was streamed, who fired vs the ground truth, emails."""
+    report = result.report
+    reasons = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
+    spikers_fired = sorted(set(result.spikers) & set(result.fired))
+    if result.emails:
+        first = result.first_email_after
+        emails = f"{len(result.emails)}, the first {first:.1f} s after the start"
+    else:
+        emails = "0 (a longer run gives the overheaters time to ramp up: try --duration 40)"
+    via = f"SMTP server {result.smtp_address}" if result.smtp_address else "outbox (.eml files)"
+    lines = [
+        _RULE,
+        "demo summary",
+        f"streamed: {result.elapsed_s:.1f} s of wall time = {result.event_span_s:.0f} s of "
+        f"event time" + (f" through Kafka topic {result.topic}" if result.topic else ""),
+        f"readings: {report.readings} read, {report.accepted} accepted, "
+        f"{report.rejected} rejected (by reason: {reasons})",
+        f"devices: {len(report.devices)} tracked",
+        f"overheating devices (ground truth): {len(result.overheaters)}",
+        f"fired ({len(result.fired)}): {', '.join(result.fired) or 'none'}",
+        f"overheaters not fired yet ({len(result.not_fired)}): "
+        f"{', '.join(result.not_fired) or 'none'}",
+        f"fired but not designed to overheat ({len(result.unexpected)}): "
+        f"{', '.join(result.unexpected) or 'none'}",
+        f"spiking devices that fired: {len(spikers_fired)} of {len(result.spikers)}",
+        f"emails received ({via}): {emails}",
+    ]
+    if result.state_kept:
+        lines.append(f"state (checkpoints, dead letters, alerts log): {result.state_dir}")
+    lines.append(_RULE)
+    return "\n".join(lines)

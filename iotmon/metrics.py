@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
@@ -26,7 +31,9 @@ class PipelineCollector(Collector):
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         p = self.pipeline
         parts = list(p.partitions.values())
         read = CounterMetricFamily("iotmon_readings_read", "Lines read from the source.")
@@ -85,6 +92,12 @@ class PipelineCollector(Collector):
         depth = GaugeMetricFamily("iotmon_outbox_depth", "Notifications waiting to be delivered.")
         depth.add_metric([], delivery.queued)
         yield depth
+        batches = HistogramMetricFamily(
+            "iotmon_batch_processing_seconds",
+            "Time to parse a batch and fold it into statistics and alert states.",
+        )
+        batches.add_metric([], buckets=p.batch_seconds.cumulative(), sum_value=p.batch_seconds.sum)
+        yield batches
         uptime = GaugeMetricFamily("iotmon_uptime_seconds", "Seconds since the pipeline started.")
         uptime.add_metric([], time.monotonic() - p.started_at)
         yield uptime
@@ -96,7 +109,17 @@ def serve_metrics(
     host: str = "127.0.0.1",
     port: int,
     registry: CollectorRegistry = REGISTRY,
-) -> None:
-    """Serve ``/metrics`` on ``host:port`` (loopback unless told otherwise) in a thread."""
-    registry.register(PipelineCollector(pipeline))
-    start_http_server(port, addr=host, registry=registry)
+) -> Callable[[], None]:
+    """Serve ``/metrics`` on ``host:port`` (loopback unless told otherwise) in a thread;
+    returns a function that stops the server."""
+    collector = PipelineCollector(pipeline)
+    registry.register(collector)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        registry.unregister(collector)
+
+    return stop

@@ -11,10 +11,10 @@ are taken as UTC, like the seed's generator meant them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from collections.abc import Callable
 from typing import Any, Final
 
 import orjson

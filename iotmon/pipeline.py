@@ -23,6 +23,7 @@ from typing import Any
 from iotmon.alerts import Alerter
 from iotmon.checkpoint import CheckpointError, StateDir
 from iotmon.deadletter import DeadLetters, FileDeadLetters, KafkaDeadLetters
+from iotmon.latency import Histogram
 from iotmon.notify import Notifier, build_notifier
 from iotmon.parse import ReadingParser, Rejection
 from iotmon.partition import PartitionState
@@ -31,7 +32,7 @@ from iotmon.settings import Settings
 from iotmon.sources.base import Batch, Position, Source
 from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
 from iotmon.sources.kafka import KafkaSource
-from iotmon.stats import StatsTable
+from iotmon.stats import DeviceStats, StatsTable
 
 __all__ = ["Pipeline", "ProgressHook"]
 
@@ -78,6 +79,8 @@ class Pipeline:
         self._idle_since: float | None = None
         self._finished_input = False
         self._progress: list[ProgressHook] = []
+        self.batch_seconds = Histogram()
+        """How long applying one batch took: the processing latency a reading sees."""
         self.started_at = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -238,25 +241,36 @@ class Pipeline:
 
     def apply(self, batch: Batch) -> None:
         """Parse a batch and fold it into its partition's state (synchronous: the hot path)."""
+        started = time.perf_counter()
         part = self._partitions.get(batch.partition)
         if part is None:
             part = self._new_partition(batch.partition)
         parse = self._parser.parse
-        add = part.table.add
+        table = part.table
+        devices = table.devices
+        spec = table.spec
         observe = part.tracker.observe
         head = part.head_us
-        accepted = 0
+        accepted = late = 0
+        # StatsTable.add, inlined: this loop runs once per reading.
         for index, line in enumerate(batch.lines):
             reading = parse(line)
             if type(reading) is tuple:
                 key, value, event_us = reading
-                observe(key, add(key, value, event_us))
+                stats = devices.get(key)
+                if stats is None:
+                    stats = devices[key] = DeviceStats(spec)
+                if not stats.add(value, event_us):
+                    late += 1
+                observe(key, stats)
                 accepted += 1
                 if event_us > head:
                     head = event_us
             else:
                 assert isinstance(reading, Rejection)
                 self._reject(part, batch, index, line, reading)
+        table.late += late
+        self.batch_seconds.observe(time.perf_counter() - started)
         part.read += len(batch.lines)
         part.accepted += accepted
         part.head_us = head

@@ -17,9 +17,10 @@ T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in µs
 
 
 def line(device: str, celsius: float, at_us: int) -> bytes:
-    return (
-        b'{"id_equipamento":"%s","data_evento":"%s","padrao":{"leitura":{"temperatura":%r}}}'
-        % (device.encode(), format_event_time(at_us).encode(), celsius)
+    return b'{"id_equipamento":"%s","data_evento":"%s","padrao":{"leitura":{"temperatura":%r}}}' % (
+        device.encode(),
+        format_event_time(at_us).encode(),
+        celsius,
     )
 
 

@@ -38,13 +38,23 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
     if ctx.resilient_parsing:
         return value
     command = ctx.command
-    known = [p.name for p in command.params if p.name]
-    register_options(known)
+    # A file key is the option's flag (`for`, `from`, `mail-to`) or its Python name
+    # (`for_`, `start_from`); both map to the parameter click fills in.
+    names: dict[str, str] = {}
+    for p in command.params:
+        if not p.name:
+            continue
+        names[p.name] = p.name
+        for flag in p.opts:
+            if flag.startswith("--"):
+                names[flag[2:].split("/")[0].replace("-", "_")] = p.name
+    register_options(names)
     try:
         config = load_config_file(value)
-        defaults = config.defaults_for(command.name or "", known)
+        found = config.defaults_for(command.name or "", names)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from None
+    defaults = {names[key]: found_value for key, found_value in found.items()}
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["iotmon.config"] = config
     return value
