@@ -11,6 +11,7 @@ are taken as UTC, like the seed's generator meant them.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -94,13 +95,18 @@ def _datetime_to_us(moment: datetime) -> int:
 
 
 def parse_event_time(text: str) -> int:
-    """ISO-8601 text to µs since the epoch; raises ``ValueError`` when it is not a timestamp."""
-    return _datetime_to_us(datetime.fromisoformat(text))
+    """ISO-8601 text to µs since the epoch; ``ValueError`` when it is not a timestamp."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an ISO-8601 time (e.g. 2026-01-01T00:00:00Z)") from exc
+    return _datetime_to_us(moment)
 
 
 def format_event_time(event_us: int) -> str:
     """µs since the epoch to the seed's layout, ``2023-03-15T12:15:37.166944Z``."""
-    return (_EPOCH + timedelta(microseconds=event_us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, fraction = divmod(event_us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)) + f"{fraction:06d}Z"
 
 
 def _split(path: str) -> tuple[str, ...]:

@@ -44,10 +44,10 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import islice
 from typing import IO, Any, Final
 
+from iotmon.parse import format_event_time, parse_event_time
 from iotmon.progress import Pacer, Progress
 
 __all__ = [
@@ -94,24 +94,6 @@ _DRIFT_STEP: Final = 0.3
 
 def wall_clock_us() -> int:
     return time.time_ns() // 1000
-
-
-def format_event_time(us: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC), the seed's ``data_evento`` layout."""
-    sec, frac = divmod(us, _US)
-    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec)) + f"{frac:06d}Z"
-
-
-def parse_event_time(text: str) -> int:
-    """ISO-8601 → µs since the epoch; a timestamp without an offset is taken as UTC."""
-    try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not an ISO-8601 time (e.g. 2026-01-01T00:00:00Z)") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
 
 
 def format_line(
