@@ -1,0 +1,88 @@
+"""The bench's Kafka broker (dev/kafka/kafka.sh on its own port) and topic housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+__all__ = ["BENCH_KAFKA_PORT", "Broker"]
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SH = REPO / "dev" / "kafka" / "kafka.sh"
+# Away from a dev broker (9092) and the test suite's (39092).
+BENCH_KAFKA_PORT = 39492
+
+
+class Broker:
+    """Either an external broker (``--bootstrap-servers``, left alone apart from deleting the
+    bench's topics) or a fresh one the bench starts and stops itself."""
+
+    def __init__(self, external: str | None, log: Callable[[str], None]) -> None:
+        self.external = external
+        self.bootstrap = external or f"127.0.0.1:{BENCH_KAFKA_PORT}"
+        self._log = log
+        self._started = False
+        self._topics: list[str] = []
+
+    def _kafka_sh(self, command: str, timeout: float) -> None:
+        env = {**os.environ, "KAFKA_PORT": str(BENCH_KAFKA_PORT)}
+        subprocess.run(
+            [str(KAFKA_SH), command],
+            env=env,
+            check=True,
+            timeout=timeout,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        if self.external:
+            return
+        # A clean data directory every time: earlier runs' topics (and Quix changelogs) would
+        # otherwise pile up on disk and slow the broker's start.
+        self._log(f"starting the bench broker on {self.bootstrap} (dev/kafka/kafka.sh)")
+        self._kafka_sh("reset", timeout=120)
+        self._kafka_sh("up", timeout=600)
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            self._log("stopping the bench broker and wiping its data")
+            self._kafka_sh("reset", timeout=120)  # `down`, then delete this port's data
+            self._started = False
+        elif self.external and self._topics:
+            with contextlib.suppress(Exception):
+                asyncio.run(self._delete(self._topics))
+
+    async def create_topic(self, name: str, partitions: int = 6) -> str:
+        await self._create(name, partitions)
+        self._topics.append(name)
+        return name
+
+    def remember(self, name: str) -> str:
+        """A topic created by someone else (iotmon produce) that the bench should clean up."""
+        self._topics.append(name)
+        return name
+
+    async def _create(self, name: str, partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+
+    async def _delete(self, names: list[str]) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(names)
+        finally:
+            await admin.close()

@@ -1,0 +1,180 @@
+"""`python -m bench`: run the benchmarks and write bench/results/latest.{md,json}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.broker import Broker
+from bench.environment import REPO, PeerEnv, ensure_peer_env, machine_info, versions
+from bench.plan import SCENARIOS, Plan
+from bench.report import render_markdown
+from bench.scenarios import Bench
+
+__all__ = ["main"]
+
+RESULTS = REPO / "bench" / "results"
+WORK = REPO / ".cache" / "bench" / "work"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmarks of iotmon next to a bare aiokafka loop, Quix Streams and "
+        "PySpark Structured Streaming (see bench/README.md).",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the full plan: more repetitions, 1M-device memory, Spark latency",
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="use this broker instead of starting one on 127.0.0.1:39492",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="LIST",
+        help=f"comma-separated scenarios to run, of: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument("--reps", type=int, help="repetitions (default 3, full 5)")
+    parser.add_argument(
+        "--readings",
+        type=int,
+        help="readings in the Kafka topics (default 1,000,000; the file path reads twice as "
+        "many lines) — smaller for a quick check of the bench itself",
+    )
+    parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
+    parser.add_argument("--no-spark", action="store_true", help="leave PySpark out")
+    parser.add_argument(
+        "--spark-latency",
+        action="store_true",
+        help="also measure PySpark's alert latency (on in --full)",
+    )
+    parser.add_argument(
+        "--refresh-peers",
+        action="store_true",
+        help="rebuild .cache/bench-peers/venv with the newest releases",
+    )
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        default=RESULTS,
+        help="where latest.md and latest.json go (default bench/results)",
+    )
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help=f"keep the generated data and per-run logs in {WORK}",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = Plan.full_plan() if args.full else Plan.default()
+    if args.only:
+        wanted = tuple(s.strip() for s in args.only.split(",") if s.strip())
+        unknown = [s for s in wanted if s not in SCENARIOS]
+        if unknown:
+            print(f"bench: unknown scenario(s) {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        plan.scenarios = tuple(s for s in SCENARIOS if s in wanted)
+        plan.skipped.append(
+            f"scenarios not run (--only): "
+            f"{', '.join(s for s in SCENARIOS if s not in wanted) or 'none'}"
+        )
+    if args.reps:
+        plan.reps = args.reps
+        plan.quix_sliding_reps = min(plan.quix_sliding_reps, args.reps)
+    if args.readings:
+        plan.readings = args.readings
+        plan.file_lines = 2 * args.readings
+        plan.quix_readings = min(plan.quix_readings, args.readings)
+        plan.quix_sliding_readings = min(plan.quix_sliding_readings, args.readings)
+        plan.skipped.append(f"smaller data than the plan's (--readings {args.readings:,})")
+    plan.quix = not args.no_quix
+    plan.spark = not args.no_spark
+    if args.spark_latency:
+        plan.spark_latency = True
+        plan.skipped = [s for s in plan.skipped if "PySpark alert latency" not in s]
+
+    # aiokafka logs retries (a new topic's leader not elected yet) that are no news here.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    t0 = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[bench {time.monotonic() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    started = datetime.now(UTC)
+    needs_peers = bool({"throughput", "startup", "memory", "latency"} & set(plan.scenarios))
+    if needs_peers and (plan.quix or plan.spark):
+        peers = ensure_peer_env(
+            refresh=args.refresh_peers, log=log, want_quix=plan.quix, want_spark=plan.spark
+        )
+    else:
+        peers = PeerEnv()
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    broker = Broker(args.bootstrap_servers, log)
+    bench = Bench(plan, broker, peers, WORK, log)
+    failed: str | None = None
+    try:
+        broker.start()
+        for scenario in plan.scenarios:
+            getattr(bench, scenario)()
+    except KeyboardInterrupt:
+        failed = "interrupted"
+        raise
+    except Exception as exc:  # a partial result table is still worth writing
+        failed = f"{type(exc).__name__}: {exc}"
+        log(f"bench stopped early: {failed}")
+    finally:
+        try:
+            broker.stop()
+        finally:
+            if not args.keep_work:
+                shutil.rmtree(WORK, ignore_errors=True)
+            _write(args.results_dir, plan, bench, peers, broker, started, t0, failed, log)
+    return 1 if failed else 0
+
+
+def _write(
+    results_dir: Path,
+    plan: Plan,
+    bench: Any,
+    peers: PeerEnv,
+    broker: Broker,
+    started: datetime,
+    t0: float,
+    failed: str | None,
+    log: Any,
+) -> None:
+    doc = {
+        "meta": {
+            "started": started.isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - t0, 1),
+            "mode": "full" if plan.full else "default",
+            "command": " ".join(["python -m bench", *sys.argv[1:]]),
+            "machine": machine_info(),
+            "versions": versions(peers, external_broker=broker.external),
+            "plan": {k: getattr(plan, k) for k in plan.__slots__ if k not in ("skipped",)},
+            "skipped": plan.skipped,
+            "unavailable": bench.unavailable,
+            "notes": bench.notes,
+            "failed": failed,
+        },
+        **bench.results,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "latest.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    (results_dir / "latest.md").write_text(render_markdown(doc))
+    log(f"wrote {results_dir / 'latest.md'} and latest.json")

@@ -1,0 +1,69 @@
+"""The Kafka client's ceiling: an aiokafka ``getmany`` loop that only counts messages.
+
+It uses the consumer settings iotmon's Kafka source uses (fetch sizes, batch size,
+read_committed, manual commits, a fresh consumer group), so the gap between the two is
+what iotmon does per reading, not a difference in client tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from aiokafka import AIOKafkaConsumer
+
+
+async def consume(args: argparse.Namespace) -> dict[str, float | int | None]:
+    started = time.monotonic()
+    consumer = AIOKafkaConsumer(
+        args.topic,
+        bootstrap_servers=args.bootstrap_servers,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    count = 0
+    first: float | None = None
+    first_count = 0
+    last: float | None = None
+    try:
+        while count < args.count:
+            records = await consumer.getmany(timeout_ms=100, max_records=20_000)
+            for messages in records.values():
+                count += len(messages)
+            if records:
+                last = time.monotonic()
+                if first is None:
+                    first, first_count = last, count
+    finally:
+        await consumer.stop()
+    return {
+        "started": started,
+        "first": first,
+        "first_count": first_count,
+        "last": last,
+        "count": count,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap-servers", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--count", type=int, required=True, help="stop after this many")
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args()
+    result = asyncio.run(consume(args))
+    with open(args.result, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
