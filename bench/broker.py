@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,8 +48,16 @@ class Broker:
         # otherwise pile up on disk and slow the broker's start.
         self._log(f"starting the bench broker on {self.bootstrap} (dev/kafka/kafka.sh)")
         self._kafka_sh("reset", timeout=120)
-        self._kafka_sh("up", timeout=600)
         self._started = True
+        try:
+            self._kafka_sh("up", timeout=600)
+        except subprocess.CalledProcessError:
+            # 39492 is inside Linux's ephemeral range: a client socket of some other program
+            # can hold it for a moment ("Address already in use"). One more try, later.
+            self._log("the broker did not start; trying once more in 10 s")
+            time.sleep(10)
+            self._kafka_sh("reset", timeout=120)
+            self._kafka_sh("up", timeout=600)
 
     def stop(self) -> None:
         if self._started:

@@ -298,6 +298,17 @@ def _memory(doc: dict[str, Any], add: Any, targets: list[Any]) -> None:
         zero = f"{mem.get('kafka_zero_point_devices', 1)} devices, as many readings"
         add(_memory_row(labels[key], n, entry, zero))
     add("")
+    held = [p.get("held_bytes_per_device") for p in files["points"].values()]
+    per_device = next((h for h in reversed(held) if h), None)
+    if "iotmon" in mem["kafka"] and per_device:
+        add(
+            f"Over Kafka at {n:,} devices iotmon's state (≈ {per_device:,.0f} B × {n:,} = "
+            f"{per_device * n / MiB:,.0f} MiB) is within the run-to-run swing of the client's "
+            "fetch buffers, so that row cannot resolve it; the `--input` rows measure it. The "
+            "Kafka rows are there for the peers, whose per-device cost is far larger (or, for "
+            "PySpark, lost in JVM heap sizing)."
+        )
+        add("")
     million = files["points"].get("1000000")
     value = million["bytes_per_device"] if million else None
     targets.append(

@@ -1,17 +1,23 @@
 """Durable checkpoints: one file per partition, plus one for process-wide alert state.
 
-Each partition file holds that partition's statistics, alert states, counters and the
-source position they include, written atomically (write to a temporary file, fsync,
-rename, fsync the directory), so after a crash a partition is always either at its
-previous checkpoint or at its new one — never in between. Files carry a format name and
-version; anything else found there is an error, never a silent reset.
+Each partition file holds that partition's statistics, alert states, unannounced alert
+changes, counters and the source position they include, written atomically (write to a
+temporary file, fsync, rename, fsync the directory), so after a crash a partition is always
+either at its previous checkpoint or at its new one — never in between. Files carry a format
+name and version; anything else found there is an error, never a silent reset.
+
+With Kafka input the same payloads also go to the group's changelog topic
+(:mod:`iotmon.changelog`), which is the copy that counts: these files are then a cache
+that saves downloading a checkpoint this instance already holds.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import uuid
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -22,8 +28,11 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "StateDir",
+    "decode_partition",
     "partition_filename",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT: Final = "iotmon-checkpoint"
 VERSION: Final = 1
@@ -55,23 +64,37 @@ def _write_atomically(path: Path, payload: bytes) -> None:
 
 
 def _read(path: Path, *, kind: str) -> dict[str, Any]:
+    return _decode(path.read_bytes(), origin=str(path), kind=kind)
+
+
+def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
     try:
-        doc = orjson.loads(path.read_bytes())
+        doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise CheckpointError(
-            f"{path} is corrupt ({exc}); move it away to start that {kind} from scratch, "
+            f"{origin} is corrupt ({exc}); move it away to start that {kind} from scratch, "
             "or point --state-dir at another folder"
         ) from exc
     if type(doc) is not dict or doc.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not an iotmon checkpoint; point --state-dir at a folder that only "
+            f"{origin} is not an iotmon checkpoint; point --state-dir at a folder that only "
             "iotmon writes to"
         )
     version = doc.get("version")
     if version != VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}, this iotmon reads version "
+            f"{origin} has checkpoint format version {version!r}, this iotmon reads version "
             f"{VERSION}; use the iotmon release that wrote it, or start with a fresh --state-dir"
+        )
+    return doc
+
+
+def decode_partition(partition: str, payload: bytes, *, origin: str) -> dict[str, Any]:
+    """A partition checkpoint from elsewhere (the changelog), checked like a local file."""
+    doc = _decode(payload, origin=origin, kind="partition")
+    if doc.get("partition") != partition:
+        raise CheckpointError(
+            f"{origin} belongs to partition {doc.get('partition')!r}, not {partition!r}"
         )
     return doc
 
@@ -135,6 +158,9 @@ class StateDir:
     def write_partition(self, partition: str, payload: bytes) -> None:
         _write_atomically(self.partition_path(partition), payload)
 
+    def remove_partition(self, partition: str) -> None:
+        self.partition_path(partition).unlink(missing_ok=True)
+
     @property
     def process_path(self) -> Path:
         return self.root / "process.json"
@@ -147,3 +173,49 @@ class StateDir:
     def write_process(self, body: dict[str, Any]) -> None:
         payload = orjson.dumps({"format": FORMAT, "version": VERSION, **body})
         _write_atomically(self.process_path, payload)
+
+    def instance_id(self) -> str:
+        """A random id made on first use and kept here: names this instance in its consumer
+        group (transactional id), the same after a restart with the same state dir."""
+        path = self.root / "instance-id"
+        try:
+            existing = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            existing = ""
+        if existing:
+            return existing
+        made = uuid.uuid4().hex[:12]
+        _write_atomically(path, made.encode("ascii") + b"\n")
+        return made
+
+    def discard_notifications_after(self, seq: int) -> list[str]:
+        """Delete the outbox's pending notifications queued after ``seq`` (a checkpoint
+        that did not become durable): their changes are still queued in the partitions'
+        checkpoints, and whichever instance owns those partitions now announces them.
+
+        Runs before the outbox is opened; the layout is the outbox's documented one,
+        ``notifications/pending/<digest_id>.json`` with a ``seq`` field."""
+        pending = self.root / "notifications" / "pending"
+        if not pending.is_dir():
+            return []
+        dropped = []
+        for path in sorted(pending.glob("*.json")):
+            try:
+                record_seq = int(orjson.loads(path.read_bytes())["seq"])
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # the outbox reports unreadable records itself when it loads them
+            if record_seq > seq:
+                path.unlink(missing_ok=True)
+                dropped.append(path.stem)
+        if dropped:
+            directory = os.open(pending, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+            log.info(
+                "dropped %d notification(s) queued after the last durable checkpoint; the "
+                "owners of their partitions announce them again",
+                len(dropped),
+            )
+        return dropped

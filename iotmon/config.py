@@ -189,6 +189,9 @@ def build_settings(
                     start_from=_choice(  # type: ignore[arg-type]
                         "from", v["start_from"], ("earliest", "latest")
                     ),
+                    changelog=bool(v.get("changelog", True)),
+                    changelog_topic=v.get("changelog_topic") or None,
+                    instance_id=v.get("instance_id") or None,
                 ),
             ),
             parse=ParseSettings(
@@ -225,6 +228,11 @@ def build_settings(
                 eml_dir=Path(v["outbox"]),
             ),
             flush_timeout=float(v["flush_timeout"]),
+            guarantee=_choice(  # type: ignore[arg-type]
+                "guarantee",
+                v.get("guarantee", "at-least-once"),
+                ("at-least-once", "exactly-once"),
+            ),
         )
     except ConfigError:
         raise

@@ -5,14 +5,17 @@ why it was refused, so nothing vanishes and an operator can fix and replay it.
   directory. Its size is stored in each checkpoint and the file is cut back to that size on
   restore, so a crash never leaves a rejected line recorded twice.
 - :class:`KafkaDeadLetters` produces the raw value to ``<topic>.dlq`` with the reason and
-  source position as headers (flushed before offsets are committed: at-least-once).
+  source position as headers, flushed before offsets are committed (at-least-once), or as
+  part of the checkpoint's transaction (exactly-once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -22,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from iotmon.checkpoint import partition_filename
 from iotmon.parse import Rejection
 
-__all__ = ["DeadLetters", "FileDeadLetters", "KafkaDeadLetters", "dlq_record"]
+__all__ = ["DeadLetter", "DeadLetters", "FileDeadLetters", "KafkaDeadLetters", "dlq_record"]
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +98,23 @@ class FileDeadLetters:
         self._files.clear()
 
 
+DeadLetter = tuple[str, str, bytes, bytes | None, list[tuple[str, bytes]]]
+"""A buffered Kafka dead letter: source partition, DLQ topic, raw value, key, headers."""
+
+
 class KafkaDeadLetters:
-    def __init__(self, producer: AIOKafkaProducer, *, suffix: str = ".dlq") -> None:
+    """``transactional``: the producer is the changelog's transactional one and records
+    are only sent inside a checkpoint's transaction (:meth:`take` then :meth:`send`); what
+    is still buffered at close belongs to no committed checkpoint and is dropped — the
+    replay after a restart puts it again."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, *, suffix: str = ".dlq", transactional: bool = False
+    ) -> None:
         self._producer = producer
         self._suffix = suffix
-        self._buffer: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+        self._transactional = transactional
+        self._buffer: list[DeadLetter] = []
 
     def put(
         self, partition: str, position: int, raw: bytes, rejection: Rejection, key: bytes | None
@@ -113,18 +128,42 @@ class KafkaDeadLetters:
             ("iotmon.source.offset", str(position).encode()),
         ]
         # Rejections are rare and the hot loop is synchronous: buffer, send at flush time.
-        self._buffer.append((topic + self._suffix, raw, key, headers))
+        self._buffer.append((partition, topic + self._suffix, raw, key, headers))
+
+    def take(self) -> list[DeadLetter]:
+        """Everything put so far, removed from the buffer: taken in the same synchronous
+        step as the checkpoint's state, so the two cover exactly the same readings."""
+        taken, self._buffer = self._buffer, []
+        return taken
+
+    async def send(self, records: list[DeadLetter]) -> None:
+        """Send taken records and wait for their acknowledgement."""
+        futures = [
+            await self._producer.send(topic, value=raw, key=key, headers=headers)
+            for _, topic, raw, key, headers in records
+        ]
+        await asyncio.gather(*futures)
+
+    def discard(self, partitions: Collection[str]) -> None:
+        """Drop buffered records of partitions that moved away (their next owner replays
+        the readings after the last checkpoint, rejections included)."""
+        self._buffer = [r for r in self._buffer if r[0] not in partitions]
 
     async def flush(self) -> dict[str, int]:
-        buffered, self._buffer = self._buffer, []
-        for topic, raw, key, headers in buffered:
-            await self._producer.send(topic, value=raw, key=key, headers=headers)
-        if buffered:
-            await self._producer.flush()
+        await self.send(self.take())
         return {}
 
     def restore(self, partition: str, size: int) -> None:
-        """Kafka DLQ records are not rewound: at-least-once, like the offsets."""
+        """Kafka DLQ records are not rewound: at-least-once, like the offsets (exactly-once
+        needs nothing to rewind: uncommitted records are invisible to readers)."""
 
     async def close(self) -> None:
+        if self._transactional:
+            if self._buffer:
+                log.info(
+                    "%d dead letters after the last checkpoint are left to the replay",
+                    len(self._buffer),
+                )
+            self._buffer = []
+            return
         await self.flush()

@@ -1,18 +1,31 @@
 """Everything iotmon knows about one input partition, kept together so it can be
-checkpointed, restored and (later) handed to another process as one unit."""
+checkpointed, restored and handed to another process as one unit.
+
+That includes the partition's share of the alerter's digest queue: changes of its devices
+that were recorded but not yet announced in a digest (``announce``). They travel with the
+partition, so when it moves the new owner announces them and the old one drops them —
+whichever process owns a device's partition is the only one that ever tells about it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotmon.alerts import AlertTracker
+from iotmon.alerts import Alerter, AlertTracker
 from iotmon.parse import Reason
 from iotmon.sources.base import Position
 from iotmon.stats import StatsTable, WindowSpec
 
-__all__ = ["PartitionState"]
+__all__ = [
+    "PartitionState",
+    "drop_queued",
+    "process_alerter_state",
+    "queued_changes",
+    "requeue",
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -28,6 +41,11 @@ class PartitionState:
     head_us: int = 0
     """Latest event time seen in this partition: the input to the stream watermark."""
     dirty: bool = False
+    announce: list[list[Any]] = field(default_factory=list)
+    """Changes of this partition's devices queued for a digest but not announced yet
+    (``Change.to_list()`` rows), as of the last checkpoint."""
+    checkpoint_id: str | None = None
+    """Identity of the checkpoint this state was last written as, or restored from."""
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -42,6 +60,7 @@ class PartitionState:
             "window": _window_fields(self.table.spec),
             "stats": self.table.to_state(),
             "alerts": self.tracker.to_state(),
+            "announce": self.announce,
         }
 
     @classmethod
@@ -59,6 +78,10 @@ class PartitionState:
         rejected: Counter[str] = Counter()
         for reason, count in counters["rejected"].items():
             rejected[Reason(reason).value] = int(count)
+        announce = doc.get("announce", [])
+        if not isinstance(announce, list) or not all(isinstance(r, list) for r in announce):
+            raise ValueError(f"partition {name}: 'announce' must be a list of change rows")
+        checkpoint = doc.get("checkpoint")
         return cls(
             name=name,
             table=StatsTable.from_state(spec, doc["stats"]),
@@ -69,8 +92,76 @@ class PartitionState:
             rejected=rejected,
             dlq_size=int(doc["dlq_size"]),
             head_us=int(doc["head_us"]),
+            announce=announce,
+            checkpoint_id=None if checkpoint is None else str(checkpoint),
         )
 
 
 def _window_fields(spec: WindowSpec) -> dict[str, int]:
     return {"window_us": spec.window_us, "pane_us": spec.pane_us, "lateness_us": spec.lateness_us}
+
+
+# -- the partition's share of the digest queue --------------------------------------------
+#
+# The alerter keeps one digest queue per process. These helpers move a partition's queued
+# changes in and out of it through the alerter's own state (to_state/restore), the only
+# interface it has for its queue.
+
+
+def queued_changes(alerter: Alerter) -> list[list[Any]]:
+    """Every change queued for a digest, as ``Change.to_list()`` rows (device first)."""
+    return [row for group in _groups(alerter.to_state()) for row in group["queued"]]
+
+
+def drop_queued(alerter: Alerter, devices: Container[str]) -> int:
+    """Remove the queued changes of ``devices`` (a partition that moved away: its new
+    owner announces them); returns how many were dropped."""
+    state = alerter.to_state()
+    dropped = 0
+    for group in _groups(state):
+        kept = [row for row in group["queued"] if row[0] not in devices]
+        dropped += len(group["queued"]) - len(kept)
+        group["queued"] = kept
+    if dropped:
+        alerter.restore(state)
+    return dropped
+
+
+def requeue(alerter: Alerter, rows: Iterable[list[Any]]) -> None:
+    """Queue a restored partition's unannounced changes again, in their recipient groups."""
+    rows = list(rows)
+    if not rows:
+        return
+    state = alerter.to_state()
+    groups = {tuple(group["recipients"]): group for group in _groups(state)}
+    for row in rows:
+        recipients = tuple(row[6])
+        group = groups.get(recipients)
+        if group is None:
+            group = groups[recipients] = {
+                "recipients": list(recipients),
+                "queued": [],
+                "firing": [],
+                "stale": [],
+                "last_slot_us": None,
+            }
+            state["digests"]["groups"].append(group)
+        group["queued"].append(row)
+    alerter.restore(state)
+
+
+def process_alerter_state(alerter: Alerter) -> dict[str, Any]:
+    """The alerter's state minus everything that belongs to partitions: queued changes
+    travel in the partition checkpoints, firing and stale devices are adopted again from
+    the trackers of the partitions this process gets. Left: the digest schedule."""
+    state = alerter.to_state()
+    for group in _groups(state):
+        group["queued"] = []
+        group["firing"] = []
+        group["stale"] = []
+    return state
+
+
+def _groups(state: dict[str, Any]) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = state["digests"]["groups"]
+    return groups

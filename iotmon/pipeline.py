@@ -9,6 +9,14 @@ Clocks: statistics use each device's own event time; the *stream clock* that dri
 detection and digest timing is the latest event time seen minus the allowed lateness,
 advanced with wall time while the stream is idle, so a replay at full speed and a live run
 produce the same alerts, and pending notifications still go out when readings stop.
+
+Several instances (Kafka input, one consumer group): each partition's state — statistics,
+alert states, unannounced alert changes, counters, position — is one unit that follows the
+partition. On a rebalance the data path pauses; revoked partitions are checkpointed and
+released, assigned ones restored (from the group's changelog topic, or this instance's
+local cache when it already holds the newest checkpoint) before any of their records is
+applied. Notifications are held until the checkpoint that records them as announced is
+durable (:class:`_CommitGate`), so a partition's next owner never announces them again.
 """
 
 from __future__ import annotations
@@ -17,16 +25,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterable, Callable
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from itertools import islice
 from typing import Any
 
 from iotmon.alerts import Alerter
-from iotmon.checkpoint import CheckpointError, StateDir
-from iotmon.deadletter import DeadLetters, FileDeadLetters, KafkaDeadLetters
+from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
+from iotmon.checkpoint import CheckpointError, StateDir, decode_partition
+from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
+from iotmon.kafka_admin import KafkaUnavailableError
 from iotmon.latency import Histogram
-from iotmon.notify import Notifier, build_notifier
+from iotmon.notify import Notification, Notifier, build_notifier
+from iotmon.notify.outbox import Outbox
 from iotmon.parse import ReadingParser, Rejection
-from iotmon.partition import PartitionState
+from iotmon.partition import (
+    PartitionState,
+    drop_queued,
+    process_alerter_state,
+    queued_changes,
+    requeue,
+)
 from iotmon.report import AlertRecord, DeviceSummary, Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Batch, Position, Source
@@ -40,7 +59,9 @@ log = logging.getLogger(__name__)
 
 ProgressHook = Callable[["Pipeline"], None]
 
-_TICK_SECONDS = 0.05
+# Devices found in two partitions named one by one in the log; after that only totals.
+_SPLIT_WARNINGS = 10
+_SPLIT_REMEMBERED = 100_000
 
 
 class Pipeline:
@@ -70,15 +91,35 @@ class Pipeline:
         self._source: Source | None = None
         self._dead_letters: DeadLetters | None = None
         self._alerter: Alerter | None = None
+        self._changelog: KafkaChangelog | None = None
+        self._gate: _CommitGate | None = None
         self._stopping = asyncio.Event()
         self._opened = False
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds: float = 0.0
         self._checkpoints = 0
+        self._checkpoint_lock = asyncio.Lock()
+        # Cleared while a rebalance moves state in or out: the data path waits for it.
+        self._settled = asyncio.Event()
+        self._settled.set()
+        # Partitions taken away (or failing to restore): records still in flight for them
+        # are not applied.
+        self._blocked: set[str] = set()
+        # Revoked partitions' states, checkpointed: reused as they are if the same
+        # partitions come straight back (aiokafka revokes everything on every rebalance).
+        self._parked: dict[str, tuple[PartitionState, dict[str, Any]]] = {}
+        self._failure: BaseException | None = None
+        self._running = False
         self._clock_us = 0
         self._idle_since: float | None = None
         self._finished_input = False
         self._progress: list[ProgressHook] = []
+        self._split: set[str] = set()
+        self.split_devices = 0
+        """Devices seen in more than one partition of this instance (unkeyed input)."""
+        self.restores: dict[str, int] = {"changelog": 0, "cache": 0, "memory": 0, "new": 0}
+        """Partitions restored on assignment, by where their state came from."""
+        self.last_restore_seconds = 0.0
         self.batch_seconds = Histogram()
         """How long applying one batch took: the processing latency a reading sees."""
         self.started_at = time.monotonic()
@@ -105,20 +146,31 @@ class Pipeline:
 
     async def _open_parts(self) -> None:
         settings = self.settings
-        notifier = self._notifier_override or build_notifier(settings.email)
+        self._source = self._source_override or self._build_source()
+        shared = isinstance(self._source, KafkaSource) and self._source.settings.changelog
+        process = self.state_dir.load_process()
+        mark = None if process is None else process.get("outbox_seq")
+        if shared and mark is not None:
+            self.state_dir.discard_notifications_after(int(mark))
+        self._gate = _CommitGate(
+            self._notifier_override or build_notifier(settings.email),
+            holding=shared,
+            checkpoint=self._checkpoint_for_notifications,
+        )
         self._alerter = Alerter(
             settings=settings.alerts,
             email=settings.email,
-            notifier=notifier,
+            notifier=self._gate,
             state_dir=settings.state_dir,
             alerts_log=settings.alerts_log,
         )
-        process = self.state_dir.load_process()
+        self._gate.bind(self._alerter.outbox, released=None if mark is None else int(mark))
         if process is not None:
             self._alerter.restore(process.get("alerter", {}))
             self._clock_us = int(process.get("clock_us", 0))
         await self._alerter.start()
-        self._source = self._source_override or self._build_source()
+        if shared:
+            self._changelog = await self._build_changelog()
         self._dead_letters = self._dead_letters_override or await self._build_dead_letters()
         await self._source.open(on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -130,9 +182,41 @@ class Pipeline:
             return LineIterableSource(stdin_lines(), name="stdin")
         return FileSource(source.input_path, follow=source.follow)
 
+    async def _build_changelog(self) -> KafkaChangelog:
+        from aiokafka.errors import KafkaError
+
+        assert isinstance(self._source, KafkaSource)
+        kafka = self._source.settings
+        instance = kafka.instance_id or self.state_dir.instance_id()
+        exactly_once = self.settings.guarantee == "exactly-once"
+        changelog = KafkaChangelog(
+            bootstrap_servers=kafka.bootstrap_servers,
+            topic=kafka.changelog_topic_name,
+            group=kafka.group,
+            transactional_id=f"iotmon-{kafka.group}-{instance}" if exactly_once else None,
+            client_id=f"iotmon-{instance}",
+        )
+        try:
+            await changelog.open(input_topics=kafka.topics)
+        except KafkaUnavailableError as exc:
+            raise ConnectionError(str(exc)) from exc
+        except (KafkaError, ChangelogError) as exc:
+            raise ConnectionError(
+                f"cannot use the changelog topic {changelog.topic} on {kafka.bootstrap_servers} "
+                f"({exc!r}) — check the broker, or pass --no-changelog to keep state only in "
+                "--state-dir (one instance per group then)"
+            ) from exc
+        return changelog
+
     async def _build_dead_letters(self) -> DeadLetters:
         if not isinstance(self._source, KafkaSource):
             return FileDeadLetters(self.settings.state_dir)
+        if self._changelog is not None:
+            # One producer for both: under exactly-once the dead letters must be part of the
+            # checkpoint's transaction.
+            return KafkaDeadLetters(
+                self._changelog.producer, transactional=self._changelog.exactly_once
+            )
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
@@ -164,6 +248,8 @@ class Pipeline:
                 await self._source.close()
             if self._dead_letters is not None:
                 await self._dead_letters.close()
+            if self._changelog is not None:
+                await self._changelog.close()
             if self._alerter is not None:
                 await self._alerter.aclose()
         finally:
@@ -181,28 +267,35 @@ class Pipeline:
         assert self._source is not None
         settings = self.settings
         batches = aiter(self._source.batches())
-        last_tick = 0.0
+        self._running = True
         try:
             while not self._stopping.is_set():
                 batch = await self._next(batches)
                 if batch is _END:
                     self._finished_input = not self._stopping.is_set()
                     break
+                await self._wait_settled()
                 now = time.monotonic()
                 if isinstance(batch, Batch):
-                    self.apply(batch)
+                    # A batch fetched before a rebalance is not applied: the rebalance sought
+                    # every assigned partition to its state's position, so it comes again.
+                    if batch.partition not in self._blocked and not self._outdated(batch):
+                        self._apply_watching_devices(batch)
                     self._idle_since = None
                 else:
                     self._advance_idle_clock(now)
-                if now - last_tick >= _TICK_SECONDS or batch is None:
-                    last_tick = now
-                    self._tick()
-                if now - self._last_checkpoint >= settings.checkpoint_interval:
+                # After every batch: a due digest waits for nothing but the stream clock,
+                # and one held for its checkpoint gets that checkpoint now.
+                self._tick()
+                held = self._gate is not None and self._gate.held
+                if held or now - self._last_checkpoint >= settings.checkpoint_interval:
                     await self.checkpoint()
         finally:
+            self._running = False
             closer = getattr(batches, "aclose", None)
             if closer is not None:
                 await closer()
+        await self._wait_settled()
         assert self._alerter is not None
         self._tick()
         if self._finished_input:
@@ -227,6 +320,15 @@ class Pipeline:
             raise ValueError("run_once() needs Settings(source=SourceSettings(once=True, ...))")
         return await self.run()
 
+    async def _wait_settled(self) -> None:
+        if not self._settled.is_set():
+            await self._settled.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def _outdated(self, batch: Batch) -> bool:
+        return isinstance(self._source, KafkaSource) and self._source.outdated(batch)
+
     async def _next(self, batches: Any) -> Batch | object | None:
         stop = asyncio.ensure_future(self._stopping.wait())
         step = asyncio.ensure_future(anext(batches, _END))
@@ -238,6 +340,16 @@ class Pipeline:
         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
             await step
         return _END
+
+    def _apply_watching_devices(self, batch: Batch) -> None:
+        part = self._partitions.get(batch.partition)
+        before = 0 if part is None else len(part.table.devices)
+        self.apply(batch)
+        if len(self._partitions) > 1:
+            devices = self._partitions[batch.partition].table.devices
+            if len(devices) > before:
+                # New devices are the last ones in insertion order: only they are checked.
+                self._check_split(batch.partition, islice(reversed(devices), len(devices) - before))
 
     def apply(self, batch: Batch) -> None:
         """Parse a batch and fold it into its partition's state (synchronous: the hot path)."""
@@ -311,6 +423,37 @@ class Pipeline:
         if self._alerter is not None and self._clock_us:
             self._alerter.tick(self._clock_us)
 
+    # -- one device, one partition ------------------------------------------------------
+
+    def _check_split(self, partition: str, keys: Iterable[str]) -> None:
+        """Warn about devices that are also in another partition of this instance: input
+        not keyed by device, so each partition (and instance) sees only part of a device."""
+        others = [
+            (p.name, p.table.devices) for p in self._partitions.values() if p.name != partition
+        ]
+        for key in keys:
+            if key in self._split:
+                continue
+            other = next((name for name, devices in others if key in devices), None)
+            if other is None:
+                continue
+            if len(self._split) < _SPLIT_REMEMBERED:
+                self._split.add(key)
+            self.split_devices += 1
+            count = self.split_devices
+            if count <= _SPLIT_WARNINGS:
+                log.warning(
+                    "device %s is in partitions %s and %s: the input is not keyed by device, "
+                    "so its readings are split and each part is averaged separately (the final "
+                    "report merges them, alerts do not) — re-key the topic with `iotmon "
+                    "repartition --from-topic A --to-topic B`",
+                    key,
+                    other,
+                    partition,
+                )
+            elif count & (count - 1) == 0 or count % 10_000 == 0:
+                log.warning("%d devices seen in more than one partition so far", count)
+
     # -- partitions and checkpoints ---------------------------------------------------
 
     def _new_partition(self, name: str) -> PartitionState:
@@ -324,70 +467,266 @@ class Pipeline:
         return part
 
     async def _on_assign(self, names: list[str]) -> dict[str, Position | None]:
-        assert self._alerter is not None and self._dead_letters is not None
+        """Restore assigned partitions before any of their records is applied."""
+        self._settled.clear()
+        self._blocked.update(names)
+        try:
+            positions = await self._restore(names)
+        except BaseException as exc:
+            # Raised inside Kafka's rebalance listener this would only be logged, and the
+            # partition consumed without its state: make run() fail instead.
+            self._failure = exc
+            raise
+        else:
+            self._blocked.difference_update(names)
+            return positions
+        finally:
+            if self._changelog is not None:
+                # Handed over for good: the cached copy would only ever be outdated, and
+                # `iotmon status` would show it as this instance's.
+                for name in self._parked:
+                    await asyncio.to_thread(self.state_dir.remove_partition, name)
+            self._parked.clear()
+            self._settled.set()
+
+    async def _restore(self, names: list[str]) -> dict[str, Position | None]:
+        started = time.monotonic()
+        parked = {n: self._parked.pop(n) for n in names if n in self._parked}
+        cached: dict[str, dict[str, Any] | None] = {}
+        for name in names:
+            if name not in parked:
+                cached[name] = await asyncio.to_thread(self.state_dir.load_partition, name)
+        found: dict[str, Found] = {}
+        if self._changelog is not None:
+            known = {n: part.checkpoint_id for n, (part, _) in parked.items()}
+            known.update({n: _checkpoint_of(doc) for n, doc in cached.items()})
+            try:
+                found = await self._changelog.latest(names, known=known)
+            except (ChangelogError, ConnectionError) as exc:
+                raise CheckpointError(f"cannot restore {', '.join(names)}: {exc}") from exc
         positions: dict[str, Position | None] = {}
         for name in names:
-            doc = self.state_dir.load_partition(name)
-            if doc is None:
-                part = self._new_partition(name)
-            else:
-                try:
-                    tracker = self._alerter.tracker(name, state=doc["alerts"])
-                    part = PartitionState.from_state(
-                        name, doc, spec=self.settings.window, tracker=tracker
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise CheckpointError(
-                        f"checkpoint of partition {name} in {self.state_dir.root} cannot be "
-                        f"restored: {exc}"
-                    ) from exc
-                self._partitions[name] = part
-                self._dead_letters.restore(name, part.dlq_size)
-                log.info(
-                    "restored %s: %d devices, %d readings", name, len(part.table.devices), part.read
+            t0 = time.monotonic()
+            latest = found.get(name)
+            doc = cached.get(name)
+            if latest is not None and latest.payload is not None:
+                remote = decode_partition(
+                    name, latest.payload, origin=f"changelog checkpoint {latest.checkpoint}"
                 )
+                # Only a safety net: the cache is written after the changelog, never ahead.
+                if doc is None or _offset_of(doc) <= _offset_of(remote):
+                    doc, origin = remote, "changelog"
+                    # Cache it: the next restore here, if nothing moved on, downloads nothing.
+                    await asyncio.to_thread(self.state_dir.write_partition, name, latest.payload)
+                else:
+                    origin = "cache"
+                part = self._build(name, doc)
+            elif name in parked:
+                origin = "memory"
+                part = self._unpark(*parked[name])
+            elif doc is not None:
+                origin = "cache"
+                part = self._build(name, doc)
+            else:
+                origin = "new"
+                part = self._new_partition(name)
+            self._partitions[name] = part
+            self.restores[origin] += 1
+            if origin != "new":
+                log.info(
+                    "restored %s from %s: %d devices, %d readings, position %s (%.2f s)",
+                    name,
+                    origin,
+                    len(part.table.devices),
+                    part.read,
+                    part.position,
+                    time.monotonic() - t0,
+                )
+            if len(self._partitions) > 1:
+                self._check_split(name, part.table.devices)
             positions[name] = part.position
+        self.last_restore_seconds = time.monotonic() - started
+        if len(names) > 1 or self.last_restore_seconds >= 1.0:
+            log.info("%d partition(s) ready in %.2f s", len(names), self.last_restore_seconds)
         return positions
 
-    async def _on_revoke(self, names: list[str]) -> None:
-        await self.checkpoint(only=names)
-        assert self._alerter is not None
-        for name in names:
-            self._partitions.pop(name, None)
+    def _build(self, name: str, doc: dict[str, Any]) -> PartitionState:
+        assert self._alerter is not None and self._dead_letters is not None
+        try:
+            tracker = self._alerter.tracker(name, state=doc["alerts"])
+            part = PartitionState.from_state(name, doc, spec=self.settings.window, tracker=tracker)
+        except (KeyError, TypeError, ValueError) as exc:
             self._alerter.release(name)
+            raise CheckpointError(
+                f"checkpoint of partition {name} ({self.state_dir.root} or the changelog) "
+                f"cannot be restored: {exc}"
+            ) from exc
+        self._dead_letters.restore(name, part.dlq_size)
+        requeue(self._alerter, part.announce)
+        return part
 
-    async def checkpoint(self, *, only: list[str] | None = None) -> None:
-        """Make the current state durable, then acknowledge the positions it includes."""
-        started = time.monotonic()
-        assert self._dead_letters is not None and self._source is not None
+    def _unpark(self, part: PartitionState, tracker_state: dict[str, Any]) -> PartitionState:
         assert self._alerter is not None
-        names = only if only is not None else list(self._partitions)
-        dirty = [
-            self._partitions[n]
-            for n in names
-            if n in self._partitions and self._partitions[n].dirty
-        ]
-        sizes = await self._dead_letters.flush()
-        payloads: list[tuple[str, bytes]] = []
-        for part in dirty:
+        part.tracker = self._alerter.tracker(part.name, state=tracker_state)
+        requeue(self._alerter, part.announce)
+        return part
+
+    async def _on_revoke(self, names: list[str]) -> None:
+        """Checkpoint, then let revoked partitions go: their next owner continues from it."""
+        assert self._alerter is not None
+        self._settled.clear()
+        try:
+            durable = True
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                # The next owner restores the previous checkpoint and replays from there.
+                log.error("checkpoint before handing over %s failed: %s", ", ".join(names), exc)
+                self._failure = exc
+                durable = False
+            for name in names:
+                part = self._partitions.pop(name, None)
+                tracker_state = self._alerter.release(name)
+                if part is None:
+                    continue
+                # Its next owner announces these, restored from the checkpoint.
+                drop_queued(self._alerter, part.table.devices)
+                if self._changelog is not None:
+                    self._changelog.forget(name)
+                if durable and tracker_state is not None:
+                    self._parked[name] = (part, tracker_state)
+            if isinstance(self._dead_letters, KafkaDeadLetters):
+                self._dead_letters.discard(names)
+            self._blocked.update(names)
+        finally:
+            self._settled.set()
+
+    async def checkpoint(self) -> None:
+        """Make the current state durable, then acknowledge the positions it includes."""
+        async with self._checkpoint_lock:
+            await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        started = time.monotonic()
+        dead_letters, source, alerter, gate = (
+            self._dead_letters,
+            self._source,
+            self._alerter,
+            self._gate,
+        )
+        assert dead_letters is not None and source is not None
+        assert alerter is not None and gate is not None
+        kafka_dead_letters = dead_letters if isinstance(dead_letters, KafkaDeadLetters) else None
+        sizes = {} if kafka_dead_letters is not None else await dead_letters.flush()
+        # From here to the first await: one consistent snapshot.
+        dead: list[DeadLetter] = [] if kafka_dead_letters is None else kafka_dead_letters.take()
+        announce = self._queued_by_partition()
+        checkpoint_id = uuid.uuid4().hex[:16]
+        written: list[tuple[PartitionState, bytes]] = []
+        for part in self._partitions.values():
+            rows = announce.get(part.name, [])
+            if not part.dirty and rows == part.announce:
+                continue
             part.dlq_size = sizes.get(part.name, part.dlq_size)
-            payloads.append(
-                (part.name, self.state_dir.encode_partition(part.name, part.to_state()))
-            )
+            part.announce = rows
+            part.checkpoint_id = checkpoint_id
+            body = {**part.to_state(), "checkpoint": checkpoint_id}
+            written.append((part, self.state_dir.encode_partition(part.name, body)))
             part.dirty = False
-        process = {"alerter": self._alerter.to_state(), "clock_us": self._clock_us}
-        await asyncio.to_thread(self._write, payloads, process)
-        positions = {p.name: p.position for p in dirty if p.position is not None}
-        if positions:
-            await self._source.commit(positions)
+        mark = gate.mark()
+        process = {
+            "alerter": process_alerter_state(alerter),
+            "clock_us": self._clock_us,
+            "outbox_seq": mark,
+        }
+        positions = {p.name: p.position for p, _ in written if p.position is not None}
+        changelog = self._changelog
+        if changelog is None:
+            if kafka_dead_letters is not None:
+                await kafka_dead_letters.send(dead)
+            await asyncio.to_thread(self._write, written, process)
+            await source.commit(positions)
+        else:
+            # process.json (with the outbox mark) before Kafka: a crash in between can only
+            # repeat a notification on restart, never lose one (see _CommitGate).
+            await asyncio.to_thread(self.state_dir.write_process, process)
+            if written or dead:
+                member = await self._commit_changelog(
+                    changelog, checkpoint_id, written, dead, positions, kafka_dead_letters
+                )
+                if not member:
+                    # Possibly no longer the owner of these partitions (a rebalance is under
+                    # way): the notifications wait for the next checkpoint that gets through.
+                    mark = 0
+        gate.release(mark)
         self._last_checkpoint = time.monotonic()
         self._checkpoint_seconds = self._last_checkpoint - started
         self._checkpoints += 1
 
-    def _write(self, payloads: list[tuple[str, bytes]], process: dict[str, Any]) -> None:
-        for name, payload in payloads:
-            self.state_dir.write_partition(name, payload)
-        self.state_dir.write_process(process)
+    async def _commit_changelog(
+        self,
+        changelog: KafkaChangelog,
+        checkpoint_id: str,
+        written: list[tuple[PartitionState, bytes]],
+        dead: list[DeadLetter],
+        positions: dict[str, Position],
+        dead_letters: KafkaDeadLetters | None,
+    ) -> bool:
+        """Changelog records, dead letters and offsets: one transaction under exactly-once;
+        else dead letters and changelog acknowledged first, offsets committed after. False
+        when the offset commit failed (at-least-once), as after losing group membership."""
+        entries = [Checkpoint(p.name, checkpoint_id, p.position, b) for p, b in written]
+        if changelog.exactly_once:
+            async with changelog.transaction():
+                if dead_letters is not None:
+                    await dead_letters.send(dead)
+                refs = await changelog.write(entries)
+                await changelog.send_offsets(
+                    {
+                        name: (int(position["offset"]), refs[name].metadata())
+                        for name, position in positions.items()
+                    }
+                )
+            # The cache only ever holds what the changelog has committed.
+            await asyncio.to_thread(self._write, written, None)
+            return True
+        if dead_letters is not None:
+            await dead_letters.send(dead)
+        refs = await changelog.write(entries)
+        await asyncio.to_thread(self._write, written, None)
+        assert isinstance(self._source, KafkaSource)
+        await self._source.commit(
+            positions, metadata={name: ref.metadata() for name, ref in refs.items()}
+        )
+        return self._source.committed
+
+    async def _checkpoint_for_notifications(self) -> bool:
+        """A notification waits for a checkpoint: outside :meth:`run` (e.g. a final
+        ``alerter.flush(drain=True)``) nothing else takes one, so take it now."""
+        if self._running or not self._opened:
+            return False
+        await self.checkpoint()
+        return True
+
+    def _queued_by_partition(self) -> dict[str, list[list[Any]]]:
+        """The alerter's queued changes, by the partition their device belongs to."""
+        assert self._alerter is not None
+        rows = queued_changes(self._alerter)
+        result: dict[str, list[list[Any]]] = {}
+        for row in rows:
+            for part in self._partitions.values():
+                if row[0] in part.table.devices:
+                    result.setdefault(part.name, []).append(row)
+                    break
+        return result
+
+    def _write(
+        self, written: list[tuple[PartitionState, bytes]], process: dict[str, Any] | None
+    ) -> None:
+        for part, payload in written:
+            self.state_dir.write_partition(part.name, payload)
+        if process is not None:
+            self.state_dir.write_process(process)
 
     # -- views -------------------------------------------------------------------------
 
@@ -453,6 +792,86 @@ def _as_source(candidate: Source | AsyncIterable[bytes | str] | None) -> Source 
     if candidate is None or isinstance(candidate, Source):
         return candidate
     return LineIterableSource(candidate)
+
+
+def _checkpoint_of(doc: dict[str, Any] | None) -> str | None:
+    checkpoint = None if doc is None else doc.get("checkpoint")
+    return None if checkpoint is None else str(checkpoint)
+
+
+def _offset_of(doc: dict[str, Any]) -> int:
+    position = doc.get("position")
+    if isinstance(position, dict) and isinstance(position.get("offset"), int):
+        return int(position["offset"])
+    return -1
+
+
+class _CommitGate:
+    """The notifier, behind a gate: a notification goes out only once a checkpoint taken
+    after it was queued is durable.
+
+    Why: a partition's unannounced changes travel in its checkpoint. A digest that left
+    before the checkpoint recording it as announced was durable, from a process that then
+    died, would be announced a second time by the partition's next owner, who restores the
+    changes as still queued. Held back, it waits for that checkpoint, and if the process
+    dies first the digest is dropped on restart (``outbox_seq`` in ``process.json``) and
+    the partition's owner announces its changes — once.
+
+    ``process.json`` with the mark is written before the Kafka write, so the one remaining
+    window is a crash between the two (milliseconds): the restarted instance then sends a
+    digest whose changes the partition's owner announces again — a duplicate, never a loss.
+
+    Only with a changelog (partitions can move); otherwise every notification is released.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        *,
+        holding: bool,
+        checkpoint: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._notifier = notifier
+        self._holding = holding
+        self._checkpoint = checkpoint
+        self._outbox: Outbox | None = None
+        self._released = 0
+        self._wakeup = asyncio.Event()
+
+    def bind(self, outbox: Outbox, *, released: int | None) -> None:
+        """``released``: the mark of the last durable checkpoint of an earlier run (None:
+        release what the outbox holds from before)."""
+        self._outbox = outbox
+        held = max((entry.seq for entry in outbox.pending()), default=0)
+        self._released = held if released is None else max(released, 0)
+
+    def mark(self) -> int:
+        """The newest notification queued so far: a checkpoint taken now covers it."""
+        assert self._outbox is not None
+        newest = max((entry.seq for entry in self._outbox.pending()), default=0)
+        return max(self._released, newest)
+
+    def release(self, mark: int) -> None:
+        if mark > self._released:
+            self._released = mark
+            self._wakeup.set()
+
+    @property
+    def held(self) -> int:
+        """Notifications waiting for a checkpoint."""
+        if self._outbox is None or not self._holding:
+            return 0
+        return sum(1 for entry in self._outbox.pending() if entry.seq > self._released)
+
+    async def __call__(self, notification: Notification) -> None:
+        if self._holding and self._outbox is not None:
+            wanted = notification.digest.digest_id
+            seq = next((e.seq for e in self._outbox.pending() if e.digest_id == wanted), None)
+            while seq is not None and seq > self._released:
+                self._wakeup.clear()
+                if not await self._checkpoint():
+                    await self._wakeup.wait()
+        await self._notifier(notification)
 
 
 class _OwningKafkaDeadLetters(KafkaDeadLetters):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypeAlias
 
 from iotmon.alerts import AlertSettings
 from iotmon.notify import EmailSettings
@@ -11,7 +12,15 @@ from iotmon.parse import ParseSettings
 from iotmon.sources.kafka import KafkaSettings
 from iotmon.stats import WindowSpec
 
-__all__ = ["Settings", "SourceSettings"]
+__all__ = ["GUARANTEES", "Guarantee", "Settings", "SourceSettings"]
+
+Guarantee: TypeAlias = Literal["at-least-once", "exactly-once"]
+"""How Kafka input is acknowledged. Both give exact statistics, because every partition's
+state carries the position it includes. ``exactly-once`` also makes the changelog records,
+the dead letters and the offset commits of a checkpoint one Kafka transaction, so the dead
+letter topic and the committed offsets never run ahead of, or behind, the state."""
+
+GUARANTEES: tuple[Guarantee, ...] = ("at-least-once", "exactly-once")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,9 +56,25 @@ class Settings:
     """Transitions as JSON lines; default ``<state_dir>/alerts.jsonl``."""
     email: EmailSettings = field(default_factory=EmailSettings)
     flush_timeout: float = 30.0
+    guarantee: Guarantee = "at-least-once"
 
     def __post_init__(self) -> None:
         if not self.checkpoint_interval > 0:
             raise ValueError("checkpoint-interval: must be a positive number of seconds")
         if self.flush_timeout < 0:
             raise ValueError("flush-timeout: must be zero or a positive number of seconds")
+        if self.guarantee not in GUARANTEES:
+            raise ValueError(
+                f"guarantee: must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}"
+            )
+        if self.guarantee == "exactly-once":
+            if self.source.input is not None:
+                raise ValueError(
+                    "guarantee: exactly-once is about Kafka input (transactions); file and "
+                    "stdin input are checkpointed exactly already — drop --guarantee"
+                )
+            if not self.source.kafka.changelog:
+                raise ValueError(
+                    "guarantee: exactly-once commits through the changelog topic's "
+                    "transactions; drop --no-changelog"
+                )

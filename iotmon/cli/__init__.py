@@ -36,7 +36,15 @@ def _root(
 
 def _register() -> None:
     # Each command lives in its own module; importing it registers it on `app`.
-    from iotmon.cli import config_cmd, consume, demo, produce, simulate, status  # noqa: F401
+    from iotmon.cli import (  # noqa: F401
+        config_cmd,
+        consume,
+        demo,
+        produce,
+        repartition,
+        simulate,
+        status,
+    )
 
     app.add_typer(config_cmd.config_app, name="config")
 

@@ -18,6 +18,7 @@ from iotmon.config import build_settings
 SOURCE = "Source"
 PARSING = "Parsing"
 STATS = "Statistics and state"
+SCALE = "Several instances (Kafka)"
 ALERTS = "Alerts"
 EMAIL = "Email"
 OUTPUT = "Output"
@@ -109,6 +110,34 @@ def consume(
     ),
     checkpoint_interval: float = opt(
         5.0, "--checkpoint-interval", help="Seconds between checkpoints.", rich_help_panel=STATS
+    ),
+    guarantee: str = opt(
+        "at-least-once",
+        "--guarantee",
+        help="at-least-once|exactly-once. Stats are exact with both (the position is stored "
+        "with the state); exactly-once also commits changelog, dead letters and offsets in one "
+        "Kafka transaction.",
+        rich_help_panel=SCALE,
+    ),
+    changelog: bool = opt(
+        True,
+        "--changelog/--no-changelog",
+        help="Keep partition state in a compacted Kafka topic too, so instances of a --group "
+        "can take partitions over without a shared disk (off: --state-dir is the only copy).",
+        rich_help_panel=SCALE,
+    ),
+    changelog_topic: str = opt(
+        "",
+        "--changelog-topic",
+        help="Changelog topic [default: iotmon-<group>-changelog].",
+        rich_help_panel=SCALE,
+    ),
+    instance_id: str = opt(
+        "",
+        "--instance-id",
+        help="This instance's name in the group (transactional id) [default: random, kept in "
+        "--state-dir].",
+        rich_help_panel=SCALE,
     ),
     threshold: float = opt(
         75.0,

@@ -3,14 +3,20 @@
 Offsets are committed only for positions a durable checkpoint already includes, and on
 assignment each partition is sought to the position stored with its state, so the state and
 the stream never disagree (the committed group offset only matters for a partition that has
-no state yet, and for lag monitoring).
+no state yet, for lag monitoring, and — through its metadata — as the index of the
+changelog record holding that state; see :mod:`iotmon.changelog`).
+
+Several instances with the same group split the partitions; the rebalance listener hands
+each revoked partition to the pipeline to checkpoint and release, and each assigned one to
+restore before any of its records is processed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +39,18 @@ class KafkaSettings:
     max_records: int = 20_000
     fetch_max_bytes: int = 64 * 1024 * 1024
     client_options: dict[str, Any] = field(default_factory=dict)
+    changelog: bool = True
+    """Keep each partition's state in a compacted changelog topic too, so any instance of
+    the group can take a partition over (off: the local state dir is the only copy)."""
+    changelog_topic: str | None = None
+    """Default ``iotmon-<group>-changelog``."""
+    instance_id: str | None = None
+    """Names this instance in the group (transactional id); default: a random id kept in the
+    state dir, so a restarted instance fences its own earlier incarnation."""
+
+    @property
+    def changelog_topic_name(self) -> str:
+        return self.changelog_topic or f"iotmon-{self.group}-changelog"
 
 
 def partition_name(tp: TopicPartition) -> str:
@@ -51,6 +69,15 @@ class KafkaSource:
         self._partitions: dict[str, TopicPartition] = {}
         self._stop_at: dict[TopicPartition, int] = {}
         self._next: dict[TopicPartition, int] = {}
+        # Bumped when a rebalance callback starts and ends: tells fetched records from stale
+        # ones. Cleared while one runs.
+        self._generation = 0
+        self._ready = asyncio.Event()
+        self._ready.set()
+        self._yielded = 0
+        self.committed = True
+        """Whether the last :meth:`commit` went through: it also proves this instance was
+        still a member of the group's current generation."""
 
     async def open(self, *, on_assign: RestoreHook, on_revoke: RevokeHook) -> None:
         self._on_assign = on_assign
@@ -87,29 +114,64 @@ class KafkaSource:
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         assert self._consumer is not None and self._on_assign is not None
-        names = {partition_name(tp): tp for tp in assigned}
-        self._partitions.update(names)
-        restored = await self._on_assign(sorted(names))
-        for name, tp in names.items():
-            position = restored.get(name)
-            if position is not None:
-                self._consumer.seek(tp, int(position["offset"]))
-                self._next[tp] = int(position["offset"])
-        if self.once and assigned:
-            ends = await self._consumer.end_offsets(list(assigned))
-            for tp in assigned:
-                self._stop_at[tp] = ends[tp]
-                if tp not in self._next:
-                    self._next[tp] = await self._consumer.position(tp)
+        with self._rebalancing():
+            names = {partition_name(tp): tp for tp in assigned}
+            self._partitions.update(names)
+            restored = await self._on_assign(sorted(names))
+            for name, tp in names.items():
+                # Every assigned partition is sought, with or without state, so that records
+                # fetched around the rebalance (and dropped) are read again from here.
+                position = restored.get(name)
+                if position is not None:
+                    offset = int(position["offset"])
+                else:
+                    offset = await self._starting_offset(tp)
+                self._consumer.seek(tp, offset)
+                self._next[tp] = offset
+            if self.once and assigned:
+                ends = await self._consumer.end_offsets(list(assigned))
+                for tp in assigned:
+                    self._stop_at[tp] = ends[tp]
+
+    @contextlib.contextmanager
+    def _rebalancing(self) -> Iterator[None]:
+        """While partitions are handed out or taken back nothing is yielded, and whatever was
+        fetched before or meanwhile is dropped: every assigned partition is sought anew."""
+        self._generation += 1
+        self._ready.clear()
+        try:
+            yield
+        finally:
+            self._generation += 1
+            self._ready.set()
+
+    async def _starting_offset(self, tp: TopicPartition) -> int:
+        """Where a partition without state starts: the group's committed offset, else the
+        beginning or the end (``start_from``)."""
+        assert self._consumer is not None
+        committed = await self._consumer.committed(tp)
+        if committed is not None and committed >= 0:
+            return int(committed)
+        if self.settings.start_from == "earliest":
+            return int((await self._consumer.beginning_offsets([tp]))[tp])
+        return int((await self._consumer.end_offsets([tp]))[tp])
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         assert self._on_revoke is not None
         names = [partition_name(tp) for tp in revoked]
-        await self._on_revoke(sorted(names))
-        for tp in revoked:
-            self._partitions.pop(partition_name(tp), None)
-            self._stop_at.pop(tp, None)
-            self._next.pop(tp, None)
+        with self._rebalancing():
+            try:
+                await self._on_revoke(sorted(names))
+            finally:
+                for tp in revoked:
+                    self._partitions.pop(partition_name(tp), None)
+                    self._stop_at.pop(tp, None)
+                    self._next.pop(tp, None)
+
+    def outdated(self, batch: Batch) -> bool:
+        """Whether a rebalance happened since ``batch`` (the last one yielded) was fetched:
+        it then must not be applied, the partition is read again from its state's position."""
+        return self._yielded != self._generation
 
     def _caught_up(self) -> bool:
         return bool(self._stop_at) and all(
@@ -123,13 +185,24 @@ class KafkaSource:
         while True:
             if self.once and self._caught_up():
                 return
+            generation = self._generation
             records = await consumer.getmany(
                 timeout_ms=timeout_ms, max_records=self.settings.max_records
             )
+            if not self._ready.is_set():
+                await self._ready.wait()
             if not records:
                 yield None
                 continue
             for tp, messages in records.items():
+                if self._generation != generation:
+                    # A rebalance sought every partition since these were fetched: they are
+                    # read again from the positions stored with the states.
+                    break
+                if partition_name(tp) not in self._partitions:
+                    # Fetched before a rebalance took the partition away: its new owner
+                    # reads these again from the position stored with its state.
+                    continue
                 stop = self._stop_at.get(tp) if self.once else None
                 if stop is not None:
                     messages = [m for m in messages if m.offset < stop]
@@ -137,6 +210,7 @@ class KafkaSource:
                         self._next[tp] = max(self._next.get(tp, 0), stop)
                         continue
                 self._next[tp] = messages[-1].offset + 1
+                self._yielded = generation
                 yield Batch(
                     partition=partition_name(tp),
                     lines=[m.value if m.value is not None else b"" for m in messages],
@@ -145,16 +219,23 @@ class KafkaSource:
                     key_of=_keys(messages),
                 )
 
-    async def commit(self, positions: dict[str, Position]) -> None:
+    async def commit(
+        self, positions: dict[str, Position], *, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Commit offsets; ``metadata`` (per partition) is stored with them — the changelog
+        uses it as the index of the checkpoint that includes that offset."""
         consumer = self._consumer
         if consumer is None:
             return
+        metadata = metadata or {}
         offsets = {
-            self._partitions[name]: int(position["offset"])
+            self._partitions[name]: (int(position["offset"]), metadata.get(name, ""))
             for name, position in positions.items()
             if name in self._partitions
         }
+        self.committed = False
         if not offsets:
+            self.committed = True
             return
         try:
             await consumer.commit(offsets)
@@ -162,6 +243,8 @@ class KafkaSource:
             # The checkpoint, not the group offset, is the source of truth; a failed commit
             # only delays lag reporting and is retried with the next checkpoint.
             log.warning("offset commit failed (%s); will retry at the next checkpoint", exc)
+        else:
+            self.committed = True
 
     def lag(self) -> dict[str, int]:
         consumer = self._consumer
