@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
+import os
 import shutil
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bench.broker import Broker
 from bench.environment import REPO, PeerEnv, ensure_peer_env, machine_info, versions
@@ -21,7 +23,7 @@ from bench.scenarios import Bench
 __all__ = ["main"]
 
 RESULTS = REPO / "bench" / "results"
-WORK = REPO / ".cache" / "bench" / "work"
+CACHE = REPO / ".cache" / "bench"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--keep-work",
         action="store_true",
-        help=f"keep the generated data and per-run logs in {WORK}",
+        help=f"keep the generated data and per-run logs (in {CACHE}/work-*)",
     )
     return parser
 
@@ -114,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(f"[bench {time.monotonic() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
+    lock = lock_or_none()
+    if lock is None:
+        print(
+            "bench: another `python -m bench` is running in this checkout (it owns the bench "
+            "broker on port 39492); wait for it to finish",
+            file=sys.stderr,
+        )
+        return 2
     started = datetime.now(UTC)
     needs_peers = bool({"throughput", "startup", "memory", "latency"} & set(plan.scenarios))
     if needs_peers and (plan.quix or plan.spark):
@@ -122,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         peers = PeerEnv()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
+    # A folder of its own, so nothing else's cleanup can pull files from under this run.
+    work = CACHE / f"work-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
+    work.mkdir(parents=True)
     broker = Broker(args.bootstrap_servers, log)
-    bench = Bench(plan, broker, peers, WORK, log)
+    bench = Bench(plan, broker, peers, work, log)
     failed: str | None = None
     try:
         broker.start()
@@ -141,10 +152,26 @@ def main(argv: list[str] | None = None) -> int:
         try:
             broker.stop()
         finally:
-            if not args.keep_work:
-                shutil.rmtree(WORK, ignore_errors=True)
+            if args.keep_work:
+                log(f"kept {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
             _write(args.results_dir, plan, bench, peers, broker, started, t0, failed, log)
+            lock.close()
     return 1 if failed else 0
+
+
+def lock_or_none() -> IO[str] | None:
+    """An exclusive lock per checkout, held for the whole run (None if taken): two benches
+    would share, and reset, one broker and one peers' virtualenv."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    handle = (CACHE / "bench.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def _write(

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.broker import Broker
+from bench.cli import lock_or_none
 from bench.environment import REPO
 
 RESULTS = REPO / "bench" / "results"
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-kafka", action="store_true", help="profile the file path only")
     parser.add_argument("--output", type=Path, default=RESULTS / "profile.txt")
     args = parser.parse_args(argv)
+    lock = lock_or_none()
+    if lock is None:
+        print("bench.profile: a bench is running in this checkout; wait for it", file=sys.stderr)
+        return 2
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text("\n\n".join(sections))
     print(f"wrote {args.output}", file=sys.stderr)
     shutil.rmtree(WORK, ignore_errors=True)
+    lock.close()
     return 0
 
 
