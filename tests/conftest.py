@@ -459,3 +459,13 @@ def smtp_server_auth_tls(smtp_tls_files: _TLSFiles) -> Iterator[SMTPCapture]:
         yield capture
     finally:
         controller.stop()
+
+
+@pytest.fixture
+async def changelogs(kafka_bootstrap: str) -> AsyncIterator[list[str]]:
+    """Consumer groups a test uses; their changelog topics are deleted afterwards."""
+    from tests.helpers import drop_topics
+
+    groups: list[str] = []
+    yield groups
+    await drop_topics(kafka_bootstrap, [f"iotmon-{group}-changelog" for group in groups])

@@ -112,3 +112,34 @@ def kill_repeatedly(
 def _latest_mtime(state_dir: Path, pattern: str) -> float:
     times = [p.stat().st_mtime_ns for p in state_dir.glob(pattern)]
     return max(times, default=0) / 1e9
+
+
+def group_args(bootstrap: str, topic: str, group: str, state: Path) -> list[str]:
+    """``consume`` options for one member of consumer group ``group`` with its own state."""
+    return [
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--state-dir",
+        str(state),
+        "--outbox",
+        str(state / "eml"),
+    ]
+
+
+async def drop_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete those of ``topics`` that exist (test clean-up)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in topics if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

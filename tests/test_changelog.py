@@ -6,52 +6,22 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from iotmon.changelog import CHUNK_BYTES, Checkpoint, KafkaChangelog, describe_changelog
 from tests.conftest import MakeTopic
-from tests.helpers import assert_same_stats, consume_json, iotmon, kill_repeatedly, simulate_file
-
-
-def kafka_args(bootstrap: str, topic: str, group: str, state: Path) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--state-dir",
-        str(state),
-        "--outbox",
-        str(state / "eml"),
-    ]
-
-
-@pytest.fixture
-async def changelogs(kafka_bootstrap: str) -> AsyncIterator[list[str]]:
-    """Consumer groups a test uses; their changelog topics are deleted afterwards."""
-    groups: list[str] = []
-    yield groups
-    await drop_topics(kafka_bootstrap, [f"iotmon-{group}-changelog" for group in groups])
-
-
-async def drop_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [t for t in topics if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
+from tests.helpers import (
+    assert_same_stats,
+    consume_json,
+    drop_topics,
+    group_args,
+    iotmon,
+    kill_repeatedly,
+    simulate_file,
+)
 
 
 def split(path: Path, parts: int) -> list[Path]:
@@ -78,7 +48,7 @@ async def test_state_comes_back_from_the_changelog_when_the_local_cache_is_gone(
     produce = ["--bootstrap-servers", kafka_bootstrap, "--topic", topic]
     iotmon("produce", str(first), *produce)
     state = tmp_path / "state"
-    args = kafka_args(kafka_bootstrap, topic, group, state)
+    args = group_args(kafka_bootstrap, topic, group, state)
     assert consume_json(*args)["readings"] == 30_000
 
     # Another machine: nothing on disk but the instance id's absence.
@@ -185,7 +155,7 @@ async def test_exactly_once_sigkills_leave_exact_stats_and_each_dead_letter_once
 
     state = tmp_path / "eos"
     args = [
-        *kafka_args(kafka_bootstrap, topic, group, state),
+        *group_args(kafka_bootstrap, topic, group, state),
         "--guarantee",
         "exactly-once",
         "--checkpoint-interval",

@@ -7,17 +7,15 @@ import logging
 import math
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 import iotmon
 from iotmon.sources.kafka import KafkaSettings
 from tests.conftest import MakeTopic
-from tests.helpers import consume_json, simulate_file
+from tests.helpers import consume_json, group_args, simulate_file
 from tests.helpers import iotmon as run_iotmon
 
 DEVICES = 800
@@ -53,43 +51,8 @@ async def readings(tmp_path: Path) -> Path:
     )
 
 
-@pytest.fixture
-async def changelogs(kafka_bootstrap: str) -> AsyncIterator[list[str]]:
-    """Consumer groups a test uses; their changelog topics are deleted afterwards."""
-    groups: list[str] = []
-    yield groups
-    await drop_topics(kafka_bootstrap, [f"iotmon-{group}-changelog" for group in groups])
-
-
-async def drop_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [t for t in topics if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
-
-
 def produce(path: Path, bootstrap: str, topic: str, *options: str) -> None:
     run_iotmon("produce", str(path), "--bootstrap-servers", bootstrap, "--topic", topic, *options)
-
-
-def kafka_args(bootstrap: str, topic: str, group: str, state: Path) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--state-dir",
-        str(state),
-        "--outbox",
-        str(state / "eml"),
-    ]
 
 
 def assert_same_devices(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -128,9 +91,9 @@ async def test_repartition_gives_the_stats_of_a_keyed_copy(
     assert b"120,000 messages" in result.stderr
 
     changelogs.extend([f"copy-{copy}", f"keyed-{keyed}"])
-    from_copy = consume_json(*kafka_args(kafka_bootstrap, copy, changelogs[0], tmp_path / "copy"))
+    from_copy = consume_json(*group_args(kafka_bootstrap, copy, changelogs[0], tmp_path / "copy"))
     from_keyed = consume_json(
-        *kafka_args(kafka_bootstrap, keyed, changelogs[1], tmp_path / "keyed")
+        *group_args(kafka_bootstrap, keyed, changelogs[1], tmp_path / "keyed")
     )
     assert from_keyed["readings"] == 120_000
     assert_same_devices(from_copy, from_keyed)
@@ -157,7 +120,7 @@ async def test_consume_warns_once_per_device_seen_in_two_partitions(
         "consume",
         "--once",
         "--no-live",
-        *kafka_args(kafka_bootstrap, unkeyed, changelogs[0], tmp_path / "cli"),
+        *group_args(kafka_bootstrap, unkeyed, changelogs[0], tmp_path / "cli"),
     )
     warnings = [line for line in result.stderr.decode().splitlines() if "is in partitions" in line]
     assert warnings and len(warnings) == len({line.split()[5] for line in warnings})

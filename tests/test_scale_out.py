@@ -28,7 +28,14 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.conftest import MakeTopic
-from tests.helpers import START, assert_same_stats, consume_json, iotmon, simulate_file
+from tests.helpers import (
+    START,
+    assert_same_stats,
+    consume_json,
+    drop_topics,
+    iotmon,
+    simulate_file,
+)
 
 READINGS = 1_000_000
 SIMULATION = [
@@ -276,18 +283,6 @@ async def groups(kafka_bootstrap: str) -> AsyncIterator[list[Group]]:
     for group in groups:
         group.stop_all()
     await drop_topics(kafka_bootstrap, [f"iotmon-{g.name}-changelog" for g in groups])
-
-
-async def drop_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        doomed = [t for t in topics if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------------- tests
