@@ -29,7 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
+
+from iotmon.kafka_admin import ensure_topic
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "dev" / "kafka" / "kafka.sh"
@@ -63,22 +65,6 @@ class Broker:
     def _sh(self, command: str) -> None:
         env = {**os.environ, "KAFKA_PORT": str(PORT)}
         subprocess.run([str(KAFKA_SH), command], env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            (meta,) = await admin.describe_topics([name])
-            parts = meta.get("partitions") or []
-            if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
-                return
-            await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: str, prefix: str) -> None:
@@ -212,7 +198,7 @@ _READY = re.compile(r"(\d+) partition\(s\) ready in ([0-9.]+) s")
 def restore(bootstrap: str, devices: int, root: Path) -> Restore:
     topic = f"bench-restore-{uuid.uuid4().hex[:6]}"
     group = f"bench-restore-{uuid.uuid4().hex[:6]}"
-    asyncio.run(create_topic(bootstrap, topic, 6))
+    asyncio.run(ensure_topic(bootstrap, topic, partitions=6))
     # Twelve readings per device, 25 s apart: every device holds a 300 s window of panes.
     say(f"loading {devices * 12:,} readings of {devices:,} devices")
     load(
@@ -302,7 +288,7 @@ def run(args: argparse.Namespace) -> str:
 
 def _measure(args: argparse.Namespace, broker: Broker, root: Path) -> str:
     topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
-    asyncio.run(create_topic(broker.bootstrap, topic, 6))
+    asyncio.run(ensure_topic(broker.bootstrap, topic, partitions=6))
     say(f"loading {args.readings:,} readings into {topic}")
     load(
         broker.bootstrap,
