@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
+from iotmon.encoding import Fragments, fragments_of, rechunk, sha256_of
 from iotmon.kafka_admin import KafkaUnavailableError, ensure_topic, unreachable_message
 
 __all__ = [
@@ -137,7 +138,7 @@ class Checkpoint:
     partition: str
     checkpoint: str
     position: dict[str, Any] | None
-    payload: bytes
+    payload: bytes | Fragments
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,7 @@ class KafkaChangelog:
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self._warm_up: asyncio.Future[Any] | None = None
         # Chunks of the checkpoint each partition's manifest points at now: tombstoned once
         # a newer manifest is written.
         self._current: dict[str, tuple[str, int]] = {}
@@ -253,7 +255,7 @@ class KafkaChangelog:
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            linger_ms=0,
             max_batch_size=_MAX_BATCH_BYTES,
             **options,
         )
@@ -271,8 +273,18 @@ class KafkaChangelog:
             fetch_max_bytes=64 << 20,
             # Restores read to a known end offset: no point in the broker holding a fetch.
             fetch_max_wait_ms=20,
+            # Its first lookup always waits one backoff for metadata (see ``_warm_up``).
+            retry_backoff_ms=20,
         )
         await self._reader.start()
+        # The reader learns where the changelog's partitions live on its first request, one
+        # metadata round trip plus a retry backoff later: have that happen while the group
+        # is being joined, not in the first restore.
+        self._warm_up = asyncio.ensure_future(
+            self._reader.end_offsets(
+                [TopicPartition(self.topic, p) for p in range(self._partitions)]
+            )
+        )
 
     async def _count(self, topic: str) -> int:
         assert self._admin is not None
@@ -282,6 +294,8 @@ class KafkaChangelog:
         return 0
 
     async def close(self) -> None:
+        if self._warm_up is not None:
+            self._warm_up.cancel()
         for client in (self._reader, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -312,14 +326,12 @@ class KafkaChangelog:
         chunk_futures: list[tuple[Checkpoint, list[asyncio.Future[Any]]]] = []
         for cp in checkpoints:
             target = changelog_partition(cp.partition, self._partitions)
-            payload = cp.payload
             futures = []
-            for i, start in enumerate(range(0, max(len(payload), 1), CHUNK_BYTES)):
+            for i, chunk in enumerate(rechunk(cp.payload, CHUNK_BYTES)):
                 key = f"{cp.partition}#{cp.checkpoint}#{i}".encode()
-                chunk = payload[start : start + CHUNK_BYTES]
                 futures.append(await producer.send(self.topic, chunk, key=key, partition=target))
             chunk_futures.append((cp, futures))
-            self.bytes_written += len(payload)
+            self.bytes_written += _size(cp.payload)
         manifests: list[tuple[Checkpoint, list[int], asyncio.Future[Any]]] = []
         for cp, futures in chunk_futures:
             offsets = [meta.offset for meta in await asyncio.gather(*futures)]
@@ -329,8 +341,8 @@ class KafkaChangelog:
                 "partition": cp.partition,
                 "checkpoint": cp.checkpoint,
                 "chunks": offsets,
-                "size": len(cp.payload),
-                "sha256": hashlib.sha256(cp.payload).hexdigest(),
+                "size": _size(cp.payload),
+                "sha256": sha256_of(cp.payload),
                 "position": cp.position,
             }
             target = changelog_partition(cp.partition, self._partitions)
@@ -534,6 +546,9 @@ class KafkaChangelog:
         is still below ``until``: a crashed instance's open transaction holds the last
         stable offset back until the broker aborts it (``transaction.timeout.ms``)."""
         assert self._reader is not None
+        if self._warm_up is not None:
+            with contextlib.suppress(Exception):
+                await self._warm_up
         waited = False
         while True:
             ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
@@ -553,6 +568,10 @@ class KafkaChangelog:
                 )
                 waited = True
             await asyncio.sleep(0.2)
+
+
+def _size(payload: bytes | Fragments) -> int:
+    return sum(map(len, fragments_of(payload)))
 
 
 def _parse_manifest(partition: str, offset: int, value: bytes) -> _Manifest | None:

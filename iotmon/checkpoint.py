@@ -23,6 +23,8 @@ from typing import IO, Any, Final
 
 import orjson
 
+from iotmon.encoding import Fragments, encode_document, fragments_of
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -49,13 +51,16 @@ def partition_filename(partition: str) -> str:
     return f"{cleaned.strip('._')[-80:] or 'partition'}-{digest}"
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
+def _write_atomically(path: Path, payload: bytes | Fragments, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
+        handle.writelines(fragments_of(payload))
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -151,12 +156,20 @@ class StateDir:
             _read(path, kind="partition") for path in sorted(self.partitions_dir.glob("*.json"))
         ]
 
-    def encode_partition(self, partition: str, body: dict[str, Any]) -> bytes:
-        """Serialise now (in the event loop, so the snapshot is consistent)."""
-        return orjson.dumps({"format": FORMAT, "version": VERSION, "partition": partition, **body})
+    def encode_partition(self, partition: str, body: dict[str, Any]) -> list[bytes]:
+        """Serialise now (in the event loop, so the snapshot is consistent); ``body`` may
+        hold :class:`~iotmon.encoding.Chunked` members."""
+        return encode_document(
+            {"format": FORMAT, "version": VERSION, "partition": partition, **body}
+        )
 
-    def write_partition(self, partition: str, payload: bytes) -> None:
-        _write_atomically(self.partition_path(partition), payload)
+    def write_partition(
+        self, partition: str, payload: bytes | Fragments, *, durable: bool = True
+    ) -> None:
+        """``durable=False`` for a cache of a copy kept elsewhere (the changelog): still
+        atomic against a process crash, but not fsynced, so a power loss can leave it
+        outdated or torn — which a restore then detects and ignores."""
+        _write_atomically(self.partition_path(partition), payload, durable=durable)
 
     def remove_partition(self, partition: str) -> None:
         self.partition_path(partition).unlink(missing_ok=True)

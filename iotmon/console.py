@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import sys
 import time
 from typing import TYPE_CHECKING, Final
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from iotmon.parse import format_event_time
-from iotmon.report import Report
+from iotmon.report import DeviceSummary, Report
 
 if TYPE_CHECKING:
     from iotmon.pipeline import Pipeline
@@ -33,9 +34,8 @@ _MARKERS: Final = {"firing": "🔥 firing", "pending": "… pending", "stale": "
 def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) -> Table:
     """Devices above the threshold first, then the hottest by window mean."""
 
-    def hotness(item: tuple[str, object]) -> tuple[bool, float]:
-        key = item[0]
-        device = report.devices[key]
+    def hotness(item: tuple[str, DeviceSummary]) -> tuple[bool, float]:
+        device = item[1]
         value = device.window_mean if device.window_mean is not None else device.mean
         return (value > threshold, value)
 
@@ -45,7 +45,7 @@ def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) 
             table.add_column(column, no_wrap=True, min_width=23)
         else:
             table.add_column(column, justify="left" if column == "alert" else "right")
-    ranked = sorted(report.devices.items(), key=hotness, reverse=True)[:limit]
+    ranked = heapq.nlargest(limit, report.devices.items(), key=hotness)
     for key, device in ranked:
         window = "—" if device.window_mean is None else f"{device.window_mean:.2f}"
         state = report.alert_states.get(key, "")
@@ -118,7 +118,7 @@ class StatusPrinter:
         with Live(console=self.console, refresh_per_second=2, transient=False) as view:
             while True:
                 await asyncio.sleep(self.interval)
-                report = self.pipeline.snapshot()
+                report = self.pipeline.snapshot(copy=False)
                 view.update(
                     Group(device_table(report, threshold=self.threshold), self.status_line())
                 )

@@ -6,7 +6,9 @@ why it was refused, so nothing vanishes and an operator can fix and replay it.
   restore, so a crash never leaves a rejected line recorded twice.
 - :class:`KafkaDeadLetters` produces the raw value to ``<topic>.dlq`` with the reason and
   source position as headers, flushed before offsets are committed (at-least-once), or as
-  part of the checkpoint's transaction (exactly-once).
+  part of the checkpoint's transaction (exactly-once). The topic is created (one
+  partition) before its first record rather than left to the broker's auto-creation, which
+  production clusters usually turn off.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from iotmon.checkpoint import partition_filename
+from iotmon.kafka_admin import ensure_topic
 from iotmon.parse import Rejection
 
 __all__ = ["DeadLetter", "DeadLetters", "FileDeadLetters", "KafkaDeadLetters", "dlq_record"]
@@ -109,12 +112,21 @@ class KafkaDeadLetters:
     replay after a restart puts it again."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, *, suffix: str = ".dlq", transactional: bool = False
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        bootstrap_servers: str | None = None,
+        suffix: str = ".dlq",
+        transactional: bool = False,
     ) -> None:
+        """``bootstrap_servers``: where to create missing dead-letter topics (None: leave
+        that to the broker)."""
         self._producer = producer
+        self._bootstrap_servers = bootstrap_servers
         self._suffix = suffix
         self._transactional = transactional
         self._buffer: list[DeadLetter] = []
+        self._ensured: set[str] = set()
 
     def put(
         self, partition: str, position: int, raw: bytes, rejection: Rejection, key: bytes | None
@@ -138,11 +150,19 @@ class KafkaDeadLetters:
 
     async def send(self, records: list[DeadLetter]) -> None:
         """Send taken records and wait for their acknowledgement."""
+        await self._ensure_topics({topic for _, topic, _, _, _ in records})
         futures = [
             await self._producer.send(topic, value=raw, key=key, headers=headers)
             for _, topic, raw, key, headers in records
         ]
         await asyncio.gather(*futures)
+
+    async def _ensure_topics(self, topics: set[str]) -> None:
+        if self._bootstrap_servers is None:
+            return
+        for topic in sorted(topics - self._ensured):
+            await ensure_topic(self._bootstrap_servers, topic, partitions=1)
+            self._ensured.add(topic)
 
     def discard(self, partitions: Collection[str]) -> None:
         """Drop buffered records of partitions that moved away (their next owner replays

@@ -98,6 +98,21 @@ class PipelineCollector(Collector):
         )
         batches.add_metric([], buckets=p.batch_seconds.cumulative(), sum_value=p.batch_seconds.sum)
         yield batches
+        restores = CounterMetricFamily(
+            "iotmon_partition_restores",
+            "Partitions taken on, by where their state came from (changelog, cache, memory, new).",
+            labels=["origin"],
+        )
+        for origin, count in sorted(p.restores.items()):
+            restores.add_metric([origin], count)
+        yield restores
+        split = GaugeMetricFamily(
+            "iotmon_split_devices",
+            "Devices seen in more than one partition: the topic is not keyed by device "
+            "(fix: iotmon repartition).",
+        )
+        split.add_metric([], p.split_devices)
+        yield split
         uptime = GaugeMetricFamily("iotmon_uptime_seconds", "Seconds since the pipeline started.")
         uptime.add_metric([], time.monotonic() - p.started_at)
         yield uptime

@@ -48,6 +48,15 @@ class PartitionState:
     """Identity of the checkpoint this state was last written as, or restored from."""
 
     def to_state(self) -> dict[str, Any]:
+        """The checkpoint body as plain JSON-able objects."""
+        return self._body(self.table.to_state(), self.tracker.to_state())
+
+    def to_document(self) -> dict[str, Any]:
+        """The checkpoint body for :func:`~iotmon.encoding.encode_document`, which encodes
+        its per-device maps a chunk at a time (what checkpoints are written from)."""
+        return self._body(self.table.to_document(), self.tracker.to_document())
+
+    def _body(self, stats: dict[str, Any], alerts: dict[str, Any]) -> dict[str, Any]:
         return {
             "position": self.position,
             "counters": {
@@ -58,8 +67,8 @@ class PartitionState:
             "head_us": self.head_us,
             "dlq_size": self.dlq_size,
             "window": _window_fields(self.table.spec),
-            "stats": self.table.to_state(),
-            "alerts": self.tracker.to_state(),
+            "stats": stats,
+            "alerts": alerts,
             "announce": self.announce,
         }
 
@@ -82,9 +91,11 @@ class PartitionState:
         if not isinstance(announce, list) or not all(isinstance(r, list) for r in announce):
             raise ValueError(f"partition {name}: 'announce' must be a list of change rows")
         checkpoint = doc.get("checkpoint")
+        table = StatsTable.from_state(spec, doc["stats"])
+        tracker.track_untracked(table.devices)
         return cls(
             name=name,
-            table=StatsTable.from_state(spec, doc["stats"]),
+            table=table,
             tracker=tracker,
             position=doc["position"],
             read=int(counters["read"]),

@@ -34,6 +34,7 @@ from iotmon.alerts import Alerter
 from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
 from iotmon.checkpoint import CheckpointError, StateDir, decode_partition
 from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
+from iotmon.encoding import Fragments
 from iotmon.kafka_admin import KafkaUnavailableError
 from iotmon.latency import Histogram
 from iotmon.notify import Notification, Notifier, build_notifier
@@ -46,7 +47,7 @@ from iotmon.partition import (
     queued_changes,
     requeue,
 )
-from iotmon.report import AlertRecord, DeviceSummary, Report
+from iotmon.report import AlertRecord, DeviceSummaries, Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Batch, Position, Source
 from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
@@ -215,7 +216,9 @@ class Pipeline:
             # One producer for both: under exactly-once the dead letters must be part of the
             # checkpoint's transaction.
             return KafkaDeadLetters(
-                self._changelog.producer, transactional=self._changelog.exactly_once
+                self._changelog.producer,
+                bootstrap_servers=self._source.settings.bootstrap_servers,
+                transactional=self._changelog.exactly_once,
             )
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
@@ -230,7 +233,7 @@ class Pipeline:
                 f"cannot reach Kafka at {bootstrap} for the dead-letter topic ({exc}) — start a "
                 "broker (`make kafka-up`) or pass --bootstrap-servers HOST:PORT"
             ) from exc
-        return _OwningKafkaDeadLetters(producer)
+        return _OwningKafkaDeadLetters(producer, bootstrap_servers=bootstrap)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: stop reading, checkpoint, flush, return. Signal-safe."""
@@ -311,7 +314,7 @@ class Pipeline:
                 settings.flush_timeout,
                 settings.state_dir,
             )
-        return self.snapshot()
+        return self.snapshot(copy=False)
 
     async def run_once(self) -> Report:
         """Process what is there now (a file to EOF, Kafka to the end offsets seen at start),
@@ -402,13 +405,23 @@ class Pipeline:
         self._dead_letters.put(part.name, batch.positions[index], line, rejection, key)
 
     def _advance_clock(self) -> None:
-        # The slowest partition sets the pace: a partition catching up after a restart must
-        # not see its devices judged by a clock that another partition has pushed ahead.
-        heads = [p.head_us for p in self._partitions.values() if p.head_us]
-        if heads:
-            watermark = min(heads) - self.settings.window.lateness_us
-            if watermark > self._clock_us:
-                self._clock_us = watermark
+        heads = {p.name: p.head_us for p in self._partitions.values() if p.head_us}
+        if not heads:
+            return
+        if len(heads) == 1:
+            head = next(iter(heads.values()))
+        else:
+            # The slowest partition with a backlog sets the pace: one catching up after a
+            # restart must not see its devices judged by a clock that another partition has
+            # pushed ahead. A caught-up partition holds nothing back, so it does not hold the
+            # clock back either (else one quiet partition would stall every alert).
+            assert self._source is not None
+            lag = self._source.lag()
+            behind = [h for name, h in heads.items() if lag.get(name, 1) > 0]
+            head = min(behind) if behind else max(heads.values())
+        watermark = head - self.settings.window.lateness_us
+        if watermark > self._clock_us:
+            self._clock_us = watermark
 
     def _advance_idle_clock(self, now: float) -> None:
         if self._idle_since is None:
@@ -495,7 +508,7 @@ class Pipeline:
         cached: dict[str, dict[str, Any] | None] = {}
         for name in names:
             if name not in parked:
-                cached[name] = await asyncio.to_thread(self.state_dir.load_partition, name)
+                cached[name] = await self._load_cached(name)
         found: dict[str, Found] = {}
         if self._changelog is not None:
             known = {n: part.checkpoint_id for n, (part, _) in parked.items()}
@@ -517,7 +530,9 @@ class Pipeline:
                 if doc is None or _offset_of(doc) <= _offset_of(remote):
                     doc, origin = remote, "changelog"
                     # Cache it: the next restore here, if nothing moved on, downloads nothing.
-                    await asyncio.to_thread(self.state_dir.write_partition, name, latest.payload)
+                    await asyncio.to_thread(
+                        self.state_dir.write_partition, name, latest.payload, durable=False
+                    )
                 else:
                     origin = "cache"
                 part = self._build(name, doc)
@@ -549,6 +564,21 @@ class Pipeline:
         if len(names) > 1 or self.last_restore_seconds >= 1.0:
             log.info("%d partition(s) ready in %.2f s", len(names), self.last_restore_seconds)
         return positions
+
+    async def _load_cached(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await asyncio.to_thread(self.state_dir.load_partition, name)
+        except CheckpointError as exc:
+            if self._changelog is None:
+                raise
+            # Only a cache (not fsynced): the changelog has the copy that counts.
+            log.warning(
+                "ignoring the cached checkpoint of %s (%s); restoring it from %s",
+                name,
+                exc,
+                self._changelog.topic,
+            )
+            return None
 
     def _build(self, name: str, doc: dict[str, Any]) -> PartitionState:
         assert self._alerter is not None and self._dead_letters is not None
@@ -622,7 +652,7 @@ class Pipeline:
         dead: list[DeadLetter] = [] if kafka_dead_letters is None else kafka_dead_letters.take()
         announce = self._queued_by_partition()
         checkpoint_id = uuid.uuid4().hex[:16]
-        written: list[tuple[PartitionState, bytes]] = []
+        written: list[tuple[PartitionState, Fragments]] = []
         for part in self._partitions.values():
             rows = announce.get(part.name, [])
             if not part.dirty and rows == part.announce:
@@ -630,7 +660,7 @@ class Pipeline:
             part.dlq_size = sizes.get(part.name, part.dlq_size)
             part.announce = rows
             part.checkpoint_id = checkpoint_id
-            body = {**part.to_state(), "checkpoint": checkpoint_id}
+            body = {**part.to_document(), "checkpoint": checkpoint_id}
             written.append((part, self.state_dir.encode_partition(part.name, body)))
             part.dirty = False
         mark = gate.mark()
@@ -667,7 +697,7 @@ class Pipeline:
         self,
         changelog: KafkaChangelog,
         checkpoint_id: str,
-        written: list[tuple[PartitionState, bytes]],
+        written: list[tuple[PartitionState, Fragments]],
         dead: list[DeadLetter],
         positions: dict[str, Position],
         dead_letters: KafkaDeadLetters | None,
@@ -721,10 +751,12 @@ class Pipeline:
         return result
 
     def _write(
-        self, written: list[tuple[PartitionState, bytes]], process: dict[str, Any] | None
+        self, written: list[tuple[PartitionState, Fragments]], process: dict[str, Any] | None
     ) -> None:
+        # With a changelog these files are only a cache of what it holds: no fsync.
+        durable = self._changelog is None
         for part, payload in written:
-            self.state_dir.write_partition(part.name, payload)
+            self.state_dir.write_partition(part.name, payload, durable=durable)
         if process is not None:
             self.state_dir.write_process(process)
 
@@ -762,17 +794,19 @@ class Pipeline:
             accepted += part.accepted
         return read, accepted, read - accepted
 
-    def snapshot(self) -> Report:
-        """The current per-device statistics, counters and alert history."""
+    def snapshot(self, *, copy: bool = True) -> Report:
+        """The current per-device statistics, counters and alert history.
+
+        ``copy=False`` makes ``devices`` a view of the statistics rather than a copy: cheap
+        even at a million devices, and right where nothing is processed before it is read
+        (a table rendered at once, the report :meth:`run` returns once it has finished).
+        """
         parts = list(self._partitions.values())
         alerter = self._alerter
+        devices = DeviceSummaries(p.table.devices for p in parts)
         return Report.build(
             counters=((p.read, p.accepted, p.rejected, p.table.late) for p in parts),
-            devices=(
-                (key, DeviceSummary.of(stats))
-                for p in parts
-                for key, stats in p.table.devices.items()
-            ),
+            devices=devices.copy() if copy else devices,
             alert_states=alerter.states() if alerter is not None else {},
             alerts=[
                 AlertRecord(device=t.device, state=t.state, at_us=t.at_us, value=t.value)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from iotmon.parse import format_event_time
 from iotmon.stats import DeviceStats
 
-__all__ = ["AlertRecord", "DeviceSummary", "Report"]
+__all__ = ["AlertRecord", "DeviceSummaries", "DeviceSummary", "Report"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +72,45 @@ class DeviceSummary:
         }
 
 
+class DeviceSummaries(Mapping[str, DeviceSummary]):
+    """Every device's summary, read from the statistics tables (one per partition) when
+    asked for, in key order. A device found in several tables (unkeyed input) is merged.
+
+    A view, not a copy: at a million devices a copy costs hundreds of MB, and the final
+    report of a run or a live table needs each device only once. :meth:`copy` freezes it.
+    """
+
+    def __init__(self, tables: Iterable[Mapping[str, DeviceStats]]) -> None:
+        self._tables = [t for t in tables if t]
+        self._keys: list[str] | None = None
+
+    def __getitem__(self, key: str) -> DeviceSummary:
+        found = [DeviceSummary.of(t[key]) for t in self._tables if key in t]
+        if not found:
+            raise KeyError(key)
+        return DeviceSummary.merged(found)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sorted_keys())
+
+    def __len__(self) -> int:
+        return len(self._sorted_keys())
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in t for t in self._tables)
+
+    def copy(self) -> dict[str, DeviceSummary]:
+        return dict(self.items())
+
+    def _sorted_keys(self) -> list[str]:
+        if self._keys is None:
+            if len(self._tables) == 1:
+                self._keys = sorted(self._tables[0])
+            else:
+                self._keys = sorted(set().union(*self._tables))
+        return self._keys
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRecord:
     device: str
@@ -97,7 +136,8 @@ class Report:
     rejected: int
     late: int
     rejected_by_reason: dict[str, int]
-    devices: dict[str, DeviceSummary]
+    devices: Mapping[str, DeviceSummary]
+    """Per device, in key order (a :class:`DeviceSummaries` view or a dict)."""
     alert_states: dict[str, str] = field(default_factory=dict)
     alerts: list[AlertRecord] = field(default_factory=list)
     partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -107,7 +147,7 @@ class Report:
         cls,
         *,
         counters: Iterable[tuple[int, int, Counter[str], int]],
-        devices: Iterable[tuple[str, DeviceSummary]],
+        devices: Mapping[str, DeviceSummary],
         alert_states: dict[str, str],
         alerts: list[AlertRecord],
         partitions: dict[str, dict[str, Any]],
@@ -119,16 +159,13 @@ class Report:
             accepted += acc
             reasons.update(rejected)
             late += late_count
-        grouped: dict[str, list[DeviceSummary]] = {}
-        for key, summary in devices:
-            grouped.setdefault(key, []).append(summary)
         return cls(
             readings=readings,
             accepted=accepted,
             rejected=sum(reasons.values()),
             late=late,
             rejected_by_reason=dict(sorted(reasons.items())),
-            devices={key: DeviceSummary.merged(parts) for key, parts in sorted(grouped.items())},
+            devices=devices,
             alert_states=alert_states,
             alerts=alerts,
             partitions=partitions,

@@ -14,8 +14,8 @@ from typing import Any
 from iotmon.alerts import AlertSettings, AlertTracker
 from iotmon.alerts.rules import RuleBook
 from iotmon.checkpoint import CheckpointError, StateDir
-from iotmon.report import DeviceSummary, Report
-from iotmon.stats import StatsTable, WindowSpec
+from iotmon.report import DeviceSummaries, Report
+from iotmon.stats import DeviceStats, StatsTable, WindowSpec
 
 __all__ = ["read_status"]
 
@@ -25,7 +25,7 @@ def read_status(state_dir: Path) -> Report:
         raise CheckpointError(f"{state_dir} does not exist; pass the consumer's --state-dir")
     docs = StateDir(state_dir).partitions()
     counters: list[tuple[int, int, Counter[str], int]] = []
-    devices: list[tuple[str, DeviceSummary]] = []
+    tables: list[dict[str, DeviceStats]] = []
     states: dict[str, str] = {}
     partitions: dict[str, dict[str, Any]] = {}
     try:
@@ -34,7 +34,7 @@ def read_status(state_dir: Path) -> Report:
             table = StatsTable.from_state(spec, doc["stats"])
             c = doc["counters"]
             counters.append((c["read"], c["accepted"], Counter(c["rejected"]), table.late))
-            devices.extend((key, DeviceSummary.of(s)) for key, s in table.devices.items())
+            tables.append(table.devices)
             states.update(_alert_states(doc["partition"], doc.get("alerts")))
             partitions[doc["partition"]] = {
                 "position": doc["position"],
@@ -44,7 +44,11 @@ def read_status(state_dir: Path) -> Report:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"a checkpoint in {state_dir} cannot be read: {exc}") from exc
     return Report.build(
-        counters=counters, devices=devices, alert_states=states, alerts=[], partitions=partitions
+        counters=counters,
+        devices=DeviceSummaries(tables),
+        alert_states=states,
+        alerts=[],
+        partitions=partitions,
     )
 
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
@@ -128,3 +130,50 @@ async def test_sigkill_during_a_million_readings_from_kafka_is_exact(
     kill_repeatedly(args, state_dir=state, kills=4)
     resumed = consume_json(*kafka_args(kafka_bootstrap, topic, "killed"), "--state-dir", str(state))
     assert_same_stats(resumed, reference)
+
+
+async def test_a_quiet_partition_does_not_hold_alerts_back(
+    kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+) -> None:
+    """The stream clock follows the slowest partition that still has a backlog. A partition
+    that is caught up and silent (its devices went quiet) must not freeze it — a frozen
+    clock would never see the silent device go stale, nor send a digest while the stream
+    runs."""
+    topic = await make_topic(partitions=2)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def reading(device: str, second: int, temperature: float) -> bytes:
+        stamp = (start + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return orjson.dumps(
+            {
+                "id_equipamento": device,
+                "data_evento": stamp,
+                "padrao": {"leitura": {"temperatura": temperature}},
+            }
+        )
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send(topic, reading("quiet", 0, 20.0), key=b"quiet", partition=0)
+        for second in range(0, 7200, 10):
+            await producer.send(topic, reading("hot", second, 90.0), key=b"hot", partition=1)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    report = consume_json(
+        *kafka_args(kafka_bootstrap, topic, "quiet"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--for",
+        "3600",
+        "--stale-after",
+        "1800",
+    )
+    states = {(a["device"], a["state"]) for a in report["alerts"]}
+    assert ("hot", "firing") in states
+    assert ("quiet", "stale") in states
+    assert list((tmp_path / "outbox").glob("*.eml")), "no digest was written"

@@ -105,6 +105,10 @@ async def test_metrics_agree_with_the_report(tmp_path: Path, smtp_server: SMTPCa
     assert value(samples, "iotmon_checkpoint_duration_seconds") >= 0
     assert value(samples, "iotmon_checkpoint_age_seconds") >= 0
     assert value(samples, "iotmon_uptime_seconds") > 0
+    # A fresh state dir: the file's one partition started from nothing.
+    restores = labelled(samples, "iotmon_partition_restores_total", "origin")
+    assert restores == {"cache": 0.0, "changelog": 0.0, "memory": 0.0, "new": 1.0}
+    assert value(samples, "iotmon_split_devices") == 0
     batches = value(samples, "iotmon_batch_processing_seconds_count")
     assert batches >= 1
     assert value(samples, "iotmon_batch_processing_seconds_bucket", le="+Inf") == batches

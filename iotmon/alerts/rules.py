@@ -154,7 +154,19 @@ class RuleBook:
         self._default = _resolve(settings, None)
         self._cache: dict[str, Rule] = {}
 
+    @property
+    def uniform(self) -> bool:
+        """Whether every device has the same rule (no overrides)."""
+        return not self.settings.overrides
+
+    @property
+    def default(self) -> Rule:
+        return self._default
+
     def rule_for(self, device: str) -> Rule:
+        if not self.settings.overrides:
+            # No per-device cache entry: at a million devices it would cost ~100 MB.
+            return self._default
         rule = self._cache.get(device)
         if rule is None:
             rule = self._default

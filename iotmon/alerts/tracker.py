@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from iotmon.alerts.rules import Rule, RuleBook, seconds_to_us
+from iotmon.encoding import Chunked
 
 __all__ = [
     "AlertTracker",
@@ -140,6 +141,7 @@ class AlertTracker:
         "_sink",
         "_stale_after_us",
         "_stale_check_us",
+        "_untracked_below",
         "_use_window",
         "partition",
         "rules",
@@ -157,6 +159,12 @@ class AlertTracker:
         self._pending: dict[str, _Device] = {}
         # Stream time before which no device can go stale, so advance() can skip the scan.
         self._stale_check_us = _NEVER
+        # Without stale detection and with one rule for all, a device that is ok has nothing
+        # to remember: it is tracked only from its first reading above this threshold.
+        # (Memory: a tracked device costs ~200 bytes; most devices are never hot.)
+        self._untracked_below: float | None = None
+        if stale_after is None and rules.uniform:
+            self._untracked_below = rules.default.threshold
 
     def __repr__(self) -> str:
         return (
@@ -169,9 +177,12 @@ class AlertTracker:
     def observe(self, key: str, stats: StatsView) -> None:
         """Judge device ``key`` after one of its readings was added to ``stats``."""
         device = self._devices.get(key)
-        if device is None:
-            device = self._admit(key, stats)
         value = stats.window_mean if self._use_window else stats.mean
+        if device is None:
+            below = self._untracked_below
+            if below is not None and value is not None and value <= below:
+                return
+            device = self._admit(key, stats)
         head_us = stats.head_us
         if (
             device.state == _OK
@@ -186,6 +197,14 @@ class AlertTracker:
             device.value = value
             return
         self._evaluate(device, value, head_us, stats)
+
+    def track_untracked(self, devices: Mapping[str, StatsView]) -> None:
+        """After a restore: start tracking the devices the checkpoint left untracked (it was
+        written without stale detection, which is on now) as of their last reading."""
+        if self._untracked_below is None:
+            for key, stats in devices.items():
+                if key not in self._devices:
+                    self._admit(key, stats)
 
     # -- the stream clock --------------------------------------------------------------
 
@@ -205,13 +224,17 @@ class AlertTracker:
     def to_state(self) -> dict[str, Any]:
         """JSON-able: ``{"version": 1, "devices": {key: [state, since_us, value,
         last_seen_us, stale]}}`` with state 0 ok, 1 pending, 2 firing."""
-        return {
-            "version": _STATE_VERSION,
-            "devices": {
-                key: [d.state, d.since_us, d.value, d.last_seen_us, d.stale]
-                for key, d in self._devices.items()
-            },
-        }
+        return {"version": _STATE_VERSION, "devices": dict(self.device_states())}
+
+    def device_states(self) -> Iterator[tuple[str, list[Any]]]:
+        """The ``devices`` member of :meth:`to_state`, one device at a time."""
+        for key, d in self._devices.items():
+            yield key, [d.state, d.since_us, d.value, d.last_seen_us, d.stale]
+
+    def to_document(self) -> dict[str, Any]:
+        """:meth:`to_state` for :func:`~iotmon.encoding.encode_document`: the devices are
+        encoded a chunk at a time, never all built as objects at once."""
+        return {"version": _STATE_VERSION, "devices": Chunked(self.device_states())}
 
     @classmethod
     def from_state(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
 from iotmon.sources.base import Batch, Position, RestoreHook, RevokeHook
 
@@ -83,16 +83,20 @@ class KafkaSource:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
-            group_id=s.group,
-            enable_auto_commit=False,
-            auto_offset_reset=s.start_from,
-            fetch_max_bytes=s.fetch_max_bytes,
-            max_partition_fetch_bytes=min(s.fetch_max_bytes, 16 * 1024 * 1024),
-            isolation_level="read_committed",
-            **s.client_options,
-        )
+        options: dict[str, Any] = {
+            "bootstrap_servers": s.bootstrap_servers,
+            "group_id": s.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": s.start_from,
+            "fetch_max_bytes": s.fetch_max_bytes,
+            "max_partition_fetch_bytes": min(s.fetch_max_bytes, 16 * 1024 * 1024),
+            "isolation_level": "read_committed",
+            # An idle fetch holds the connection this long, and offset lookups on a rebalance
+            # wait behind it (the default 500 ms made start-up take seconds). Data still comes
+            # back at once: this only bounds the wait when there is none.
+            "fetch_max_wait_ms": 100,
+        }
+        consumer = AIOKafkaConsumer(**{**options, **s.client_options})
         try:
             await consumer.start()
         except KafkaConnectionError as exc:
@@ -117,21 +121,24 @@ class KafkaSource:
         with self._rebalancing():
             names = {partition_name(tp): tp for tp in assigned}
             self._partitions.update(names)
-            restored = await self._on_assign(sorted(names))
+            # Looked up while the states are restored, not after: the broker answers them
+            # only once this consumer's long-polling fetch returns.
+            lookup = asyncio.ensure_future(self._offsets(assigned))
+            try:
+                restored = await self._on_assign(sorted(names))
+            except BaseException:
+                lookup.cancel()
+                raise
+            starts, ends = await lookup
             for name, tp in names.items():
                 # Every assigned partition is sought, with or without state, so that records
                 # fetched around the rebalance (and dropped) are read again from here.
                 position = restored.get(name)
-                if position is not None:
-                    offset = int(position["offset"])
-                else:
-                    offset = await self._starting_offset(tp)
+                offset = starts[tp] if position is None else int(position["offset"])
                 self._consumer.seek(tp, offset)
                 self._next[tp] = offset
-            if self.once and assigned:
-                ends = await self._consumer.end_offsets(list(assigned))
-                for tp in assigned:
-                    self._stop_at[tp] = ends[tp]
+            if self.once:
+                self._stop_at.update(ends)
 
     @contextlib.contextmanager
     def _rebalancing(self) -> Iterator[None]:
@@ -145,16 +152,34 @@ class KafkaSource:
             self._generation += 1
             self._ready.set()
 
-    async def _starting_offset(self, tp: TopicPartition) -> int:
-        """Where a partition without state starts: the group's committed offset, else the
-        beginning or the end (``start_from``)."""
-        assert self._consumer is not None
-        committed = await self._consumer.committed(tp)
-        if committed is not None and committed >= 0:
-            return int(committed)
-        if self.settings.start_from == "earliest":
-            return int((await self._consumer.beginning_offsets([tp]))[tp])
-        return int((await self._consumer.end_offsets([tp]))[tp])
+    async def _offsets(
+        self, tps: set[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Where each partition starts if it has no state — the group's committed offset,
+        else the beginning or the end (``start_from``) — and its end offset now.
+
+        One request each for all partitions, sent together: on the broker they queue behind
+        this consumer's long-polling fetch (``fetch_max_wait_ms``), so a request per
+        partition would add that wait per partition to every rebalance.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        if not tps:
+            return {}, {}
+        starts: dict[TopicPartition, int] = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if committed is not None and committed >= 0:
+                starts[tp] = int(committed)
+        rest = [tp for tp in tps if tp not in starts]
+        earliest = self.settings.start_from == "earliest"
+        beginnings, ends = await asyncio.gather(
+            consumer.beginning_offsets(rest) if rest and earliest else _nothing(),
+            consumer.end_offsets(list(tps)) if self.once or not earliest else _nothing(),
+        )
+        edges = beginnings if earliest else ends
+        starts.update({tp: int(edges[tp]) for tp in rest})
+        return starts, {tp: int(end) for tp, end in ends.items()}
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         assert self._on_revoke is not None
@@ -167,6 +192,16 @@ class KafkaSource:
                     self._partitions.pop(partition_name(tp), None)
                     self._stop_at.pop(tp, None)
                     self._next.pop(tp, None)
+
+    def _reread(self, tp: TopicPartition) -> None:
+        """Read ``tp`` again from where its state is. The rebalance sought it there already,
+        but records fetched *after* that seek moved the consumer past them: dropped without
+        this, they would be lost."""
+        assert self._consumer is not None
+        offset = self._next.get(tp)
+        if offset is not None and partition_name(tp) in self._partitions:
+            with contextlib.suppress(IllegalStateError):
+                self._consumer.seek(tp, offset)
 
     def outdated(self, batch: Batch) -> bool:
         """Whether a rebalance happened since ``batch`` (the last one yielded) was fetched:
@@ -195,10 +230,13 @@ class KafkaSource:
                 yield None
                 continue
             for tp, messages in records.items():
+                if not self._ready.is_set():
+                    await self._ready.wait()
                 if self._generation != generation:
-                    # A rebalance sought every partition since these were fetched: they are
-                    # read again from the positions stored with the states.
-                    break
+                    # A rebalance happened since these were fetched: they are read again
+                    # from the positions stored with the states.
+                    self._reread(tp)
+                    continue
                 if partition_name(tp) not in self._partitions:
                     # Fetched before a rebalance took the partition away: its new owner
                     # reads these again from the position stored with its state.
@@ -261,6 +299,10 @@ class KafkaSource:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await asyncio.shield(consumer.stop())
+
+
+async def _nothing() -> dict[TopicPartition, int]:
+    return {}
 
 
 def _keys(messages: list[Any]) -> Any:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from iotmon.stats.device import DeviceStats
+from iotmon.encoding import Chunked
+from iotmon.stats.device import DeviceState, DeviceStats
 from iotmon.stats.window import WindowSpec
 
 
@@ -39,10 +41,17 @@ class StatsTable:
 
     def to_state(self) -> dict[str, Any]:
         """JSON-able snapshot: ``{"late": n, "devices": {key: DeviceStats.to_state()}}``."""
-        return {
-            "late": self.late,
-            "devices": {key: device.to_state() for key, device in self.devices.items()},
-        }
+        return {"late": self.late, "devices": dict(self.device_states())}
+
+    def to_document(self) -> dict[str, Any]:
+        """:meth:`to_state` for :func:`~iotmon.encoding.encode_document`: the devices are
+        encoded a chunk at a time, never all built as objects at once."""
+        return {"late": self.late, "devices": Chunked(self.device_states())}
+
+    def device_states(self) -> Iterator[tuple[str, DeviceState]]:
+        """The ``devices`` member of :meth:`to_state`, one device at a time."""
+        for key, device in self.devices.items():
+            yield key, device.to_state()
 
     @classmethod
     def from_state(cls, spec: WindowSpec, state: object) -> StatsTable:
