@@ -314,6 +314,38 @@ def test_state_round_trip_keeps_pending_and_firing() -> None:
     ]
 
 
+def test_without_stale_detection_only_devices_that_went_above_are_kept() -> None:
+    tracker, sink = _tracker(AlertSettings(for_seconds=0))
+    for i in range(100):
+        tracker.observe(f"cool-{i}", FakeStats(mean=20.0, window_mean=20.0, max=20.0, head_us=T0))
+    hot = FakeStats(mean=80.0, window_mean=80.0, max=80.0, head_us=T0)
+    tracker.observe("hot", hot)
+    tracker.observe("hot", _at(hot, 10, 60.0))
+    assert len(tracker) == 1
+    assert list(tracker.to_state()["devices"]) == ["hot"]
+    assert [(t.device, t.state) for t in sink.transitions] == [
+        ("hot", "firing"),
+        ("hot", "resolved"),
+    ]
+
+
+def test_a_restore_with_stale_detection_on_watches_devices_left_untracked() -> None:
+    tracker, _ = _tracker(AlertSettings())
+    cool = FakeStats(mean=20.0, window_mean=20.0, max=20.0, head_us=T0)
+    tracker.observe("cool", cool)
+    state = tracker.to_state()
+    assert state["devices"] == {}
+
+    sink = RecordingSink()
+    settings = AlertSettings(stale_after=300)
+    restored = AlertTracker.from_state(state, partition="p", rules=RuleBook(settings), sink=sink)
+    restored.track_untracked({"cool": cool})
+    restored.advance(T0 + 301 * S)
+    assert [(t.device, t.state, t.at_us) for t in sink.transitions] == [
+        ("cool", "stale", T0 + 300 * S)
+    ]
+
+
 @pytest.mark.parametrize(
     "state",
     [

@@ -177,3 +177,35 @@ async def test_a_quiet_partition_does_not_hold_alerts_back(
     assert ("hot", "firing") in states
     assert ("quiet", "stale") in states
     assert list((tmp_path / "outbox").glob("*.eml")), "no digest was written"
+
+
+async def test_a_torn_cache_file_is_ignored_and_the_state_comes_from_the_changelog(
+    kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+) -> None:
+    """With a changelog the local checkpoint files are a cache written without fsync: after
+    a power loss one may be torn. The changelog has the copy that counts."""
+    topic = await make_topic(partitions=2)
+    produce = ("produce", str(SEED_FILE), "--bootstrap-servers", kafka_bootstrap, "--topic", topic)
+    iotmon(*produce)
+    state = tmp_path / "state"
+    args = (
+        *kafka_args(kafka_bootstrap, topic, "torn"),
+        "--key",
+        "sensor",
+        "--state-dir",
+        str(state),
+    )
+    first = consume_json(*args)
+    assert first["readings"] == 10_000
+    cached = sorted((state / "partitions").glob("*.json"))
+    assert len(cached) == 2
+    cached[0].write_bytes(cached[0].read_bytes()[:100])
+
+    iotmon(*produce)
+    result = iotmon("consume", "--once", "--json", "--no-live", *args)
+    assert b"ignoring the cached checkpoint" in result.stderr
+    second = orjson.loads(result.stdout)
+    assert second["readings"] == 20_000
+    for sensor, device in first["devices"].items():
+        assert second["devices"][sensor]["count"] == 2 * device["count"]
+        assert math.isclose(second["devices"][sensor]["mean"], device["mean"], abs_tol=1e-9)
