@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from iotmon.parse import format_event_time
-from iotmon.report import DeviceSummary, Report
+from iotmon.report import DeviceSummaries, DeviceSummary, Report
+from iotmon.stats import DeviceStats
 
 if TYPE_CHECKING:
     from iotmon.pipeline import Pipeline
@@ -34,9 +35,9 @@ _MARKERS: Final = {"firing": "🔥 firing", "pending": "… pending", "stale": "
 def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) -> Table:
     """Devices above the threshold first, then the hottest by window mean."""
 
-    def hotness(item: tuple[str, DeviceSummary]) -> tuple[bool, float]:
-        device = item[1]
-        value = device.window_mean if device.window_mean is not None else device.mean
+    def hotness(device: DeviceSummary | DeviceStats) -> tuple[bool, float]:
+        window_mean = device.window_mean
+        value = window_mean if window_mean is not None else device.mean
         return (value > threshold, value)
 
     table = Table(title=f"hottest devices (threshold {threshold:.1f} °C)", expand=False)
@@ -45,7 +46,11 @@ def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) 
             table.add_column(column, no_wrap=True, min_width=23)
         else:
             table.add_column(column, justify="left" if column == "alert" else "right")
-    ranked = heapq.nlargest(limit, report.devices.items(), key=hotness)
+    devices = report.devices
+    if isinstance(devices, DeviceSummaries):
+        ranked = devices.top(limit, key=hotness)
+    else:
+        ranked = heapq.nlargest(limit, devices.items(), key=lambda item: hotness(item[1]))
     for key, device in ranked:
         window = "—" if device.window_mean is None else f"{device.window_mean:.2f}"
         state = report.alert_states.get(key, "")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iotmon.parse import format_event_time
 from iotmon.stats import DeviceStats
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
 
 __all__ = ["AlertRecord", "DeviceSummaries", "DeviceSummary", "Report"]
 
@@ -101,6 +105,33 @@ class DeviceSummaries(Mapping[str, DeviceSummary]):
 
     def copy(self) -> dict[str, DeviceSummary]:
         return dict(self.items())
+
+    def top(
+        self,
+        n: int,
+        *,
+        key: Callable[[DeviceStats | DeviceSummary], SupportsRichComparison],
+    ) -> list[tuple[str, DeviceSummary]]:
+        """The ``n`` devices with the largest ``key``, best first, without sorting or
+        summarising every device (a live table of a million devices refreshes often).
+        ``key`` is given a device's statistics, or its merged summary if it is split over
+        partitions (unkeyed input)."""
+        best = heapq.nlargest(n, self._rankable(), key=lambda pair: key(pair[1]))
+        return [(k, v if isinstance(v, DeviceSummary) else DeviceSummary.of(v)) for k, v in best]
+
+    def _rankable(self) -> Iterator[tuple[str, DeviceStats | DeviceSummary]]:
+        tables = self._tables
+        if len(tables) == 1:
+            yield from tables[0].items()
+            return
+        for i, table in enumerate(tables):
+            earlier, later = tables[:i], tables[i + 1 :]
+            for k, stats in table.items():
+                if any(k in t for t in later):
+                    if not any(k in t for t in earlier):
+                        yield k, self[k]
+                elif not any(k in t for t in earlier):
+                    yield k, stats
 
     def _sorted_keys(self) -> list[str]:
         if self._keys is None:
