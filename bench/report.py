@@ -280,9 +280,10 @@ def _memory(doc: dict[str, Any], add: Any, targets: list[Any]) -> None:
     )
     add("")
     add(
-        "Bytes per device = (RSS − RSS of the zero point) ÷ devices. *Peak* includes the final "
-        "checkpoint and report, which iotmon builds for every device at exit (and checkpoints "
-        "every 5 s while running); *held* is iotmon's RSS right after the last reading."
+        "Bytes per device = (RSS − RSS of the zero point) ÷ devices. *Peak* includes the "
+        "checkpoints (every 5 s while running and one at exit), each of which holds the encoded "
+        "state of every device until it is written; *held* is iotmon's RSS right after the last "
+        "reading."
     )
     add("")
     add("| system | devices | peak RSS | zero point (peak) | bytes/device (peak) | "

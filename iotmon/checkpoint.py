@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "CheckpointError",
+    "StagedFile",
     "StateDir",
     "decode_partition",
     "partition_filename",
@@ -66,6 +67,29 @@ def _write_atomically(path: Path, payload: bytes | Fragments, *, durable: bool =
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+class StagedFile:
+    """A file written next to its target but neither durable nor in place yet."""
+
+    def __init__(self, tmp: Path, target: Path) -> None:
+        self._tmp = tmp
+        self._target = target
+
+    def commit(self) -> None:
+        """fsync it, rename it over the target, fsync the directory (blocking: run it in a
+        thread)."""
+        fd = os.open(self._tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self._tmp, self._target)
+        directory = os.open(self._target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def _read(path: Path, *, kind: str) -> dict[str, Any]:
@@ -162,6 +186,20 @@ class StateDir:
         return encode_document(
             {"format": FORMAT, "version": VERSION, "partition": partition, **body}
         )
+
+    def stage_partition(self, partition: str, body: dict[str, Any]) -> StagedFile:
+        """:meth:`encode_partition` straight into a temporary file beside the checkpoint, so
+        the encoded state is never held in memory: the state dir is the only copy (file
+        input, or Kafka without a changelog). Synchronous, like the encoding it replaces;
+        :meth:`StagedFile.commit` then makes it durable and puts it in place."""
+        path = self.partition_path(partition)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as handle:
+            encode_document(
+                {"format": FORMAT, "version": VERSION, "partition": partition, **body},
+                write=handle.write,
+            )
+        return StagedFile(tmp, path)
 
     def write_partition(
         self, partition: str, payload: bytes | Fragments, *, durable: bool = True

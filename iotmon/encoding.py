@@ -11,7 +11,7 @@ exactly what ``orjson.dumps`` would have produced with the member as a dict.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeAlias
@@ -33,10 +33,14 @@ class Chunked:
     items: Iterable[tuple[str, Any]]
 
 
-def encode_document(doc: Mapping[str, Any]) -> list[bytes]:
-    """Encode ``doc`` (which may contain :class:`Chunked` members, in nested dicts too)."""
+def encode_document(
+    doc: Mapping[str, Any], *, write: Callable[[bytes], object] | None = None
+) -> list[bytes]:
+    """Encode ``doc`` (which may contain :class:`Chunked` members, in nested dicts too).
+    With ``write`` each fragment goes there as soon as it is made (and nothing is returned),
+    so not even the encoded document is held in memory."""
     out: list[bytes] = []
-    _encode(doc, out)
+    _encode(doc, write or out.append)
     return out
 
 
@@ -66,33 +70,33 @@ def rechunk(payload: bytes | Fragments, size: int) -> Iterator[bytes]:
         yield bytes(pending)
 
 
-def _encode(value: Any, out: list[bytes]) -> None:
+def _encode(value: Any, out: Callable[[bytes], object]) -> None:
     if isinstance(value, Chunked):
         _encode_chunked(value, out)
     elif isinstance(value, dict) and _has_chunked(value):
-        out.append(b"{")
+        out(b"{")
         for i, (key, member) in enumerate(value.items()):
             if i:
-                out.append(b",")
-            out.append(orjson.dumps(key))
-            out.append(b":")
+                out(b",")
+            out(orjson.dumps(key))
+            out(b":")
             _encode(member, out)
-        out.append(b"}")
+        out(b"}")
     else:
-        out.append(orjson.dumps(value))
+        out(orjson.dumps(value))
 
 
-def _encode_chunked(value: Chunked, out: list[bytes]) -> None:
-    out.append(b"{")
+def _encode_chunked(value: Chunked, out: Callable[[bytes], object]) -> None:
+    out(b"{")
     items = iter(value.items)
     first = True
     while batch := dict(islice(items, _CHUNK_ITEMS)):
         if not first:
-            out.append(b",")
+            out(b",")
         # The batch's own braces stripped: its members go into the one enclosing object.
-        out.append(orjson.dumps(batch)[1:-1])
+        out(orjson.dumps(batch)[1:-1])
         first = False
-    out.append(b"}")
+    out(b"}")
 
 
 def _has_chunked(value: dict[Any, Any]) -> bool:

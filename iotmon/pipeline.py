@@ -32,7 +32,7 @@ from typing import Any
 
 from iotmon.alerts import Alerter
 from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
-from iotmon.checkpoint import CheckpointError, StateDir, decode_partition
+from iotmon.checkpoint import CheckpointError, StagedFile, StateDir, decode_partition
 from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
 from iotmon.encoding import Fragments
 from iotmon.kafka_admin import KafkaUnavailableError
@@ -652,7 +652,10 @@ class Pipeline:
         dead: list[DeadLetter] = [] if kafka_dead_letters is None else kafka_dead_letters.take()
         announce = self._queued_by_partition()
         checkpoint_id = uuid.uuid4().hex[:16]
+        changelog = self._changelog
+        covered: list[PartitionState] = []
         written: list[tuple[PartitionState, Fragments]] = []
+        staged: list[StagedFile] = []
         for part in self._partitions.values():
             rows = announce.get(part.name, [])
             if not part.dirty and rows == part.announce:
@@ -661,7 +664,13 @@ class Pipeline:
             part.announce = rows
             part.checkpoint_id = checkpoint_id
             body = {**part.to_document(), "checkpoint": checkpoint_id}
-            written.append((part, self.state_dir.encode_partition(part.name, body)))
+            if changelog is None:
+                # The state dir holds the only copy: encode straight into it, so a checkpoint
+                # of a million devices does not hold their encoded state in memory.
+                staged.append(self.state_dir.stage_partition(part.name, body))
+            else:
+                written.append((part, self.state_dir.encode_partition(part.name, body)))
+            covered.append(part)
             part.dirty = False
         mark = gate.mark()
         process = {
@@ -669,12 +678,11 @@ class Pipeline:
             "clock_us": self._clock_us,
             "outbox_seq": mark,
         }
-        positions = {p.name: p.position for p, _ in written if p.position is not None}
-        changelog = self._changelog
+        positions = {p.name: p.position for p in covered if p.position is not None}
         if changelog is None:
             if kafka_dead_letters is not None:
                 await kafka_dead_letters.send(dead)
-            await asyncio.to_thread(self._write, written, process)
+            await asyncio.to_thread(self._commit_staged, staged, process)
             await source.commit(positions)
         else:
             # process.json (with the outbox mark) before Kafka: a crash in between can only
@@ -718,12 +726,12 @@ class Pipeline:
                     }
                 )
             # The cache only ever holds what the changelog has committed.
-            await asyncio.to_thread(self._write, written, None)
+            await asyncio.to_thread(self._write_cache, written)
             return True
         if dead_letters is not None:
             await dead_letters.send(dead)
         refs = await changelog.write(entries)
-        await asyncio.to_thread(self._write, written, None)
+        await asyncio.to_thread(self._write_cache, written)
         assert isinstance(self._source, KafkaSource)
         await self._source.commit(
             positions, metadata={name: ref.metadata() for name, ref in refs.items()}
@@ -750,15 +758,15 @@ class Pipeline:
                     break
         return result
 
-    def _write(
-        self, written: list[tuple[PartitionState, Fragments]], process: dict[str, Any] | None
-    ) -> None:
-        # With a changelog these files are only a cache of what it holds: no fsync.
-        durable = self._changelog is None
+    def _write_cache(self, written: list[tuple[PartitionState, Fragments]]) -> None:
+        # Only a cache of what the changelog holds: no fsync.
         for part, payload in written:
-            self.state_dir.write_partition(part.name, payload, durable=durable)
-        if process is not None:
-            self.state_dir.write_process(process)
+            self.state_dir.write_partition(part.name, payload, durable=False)
+
+    def _commit_staged(self, staged: list[StagedFile], process: dict[str, Any]) -> None:
+        for file in staged:
+            file.commit()
+        self.state_dir.write_process(process)
 
     # -- views -------------------------------------------------------------------------
 

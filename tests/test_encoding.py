@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from typing import Any
 
 import orjson
@@ -27,17 +28,23 @@ def test_chunked_members_encode_like_plain_dicts(
     stats: dict[str, Any], alerts: dict[str, Any]
 ) -> None:
     header = {"format": "x", "position": {"offset": 3}}
-    doc = {
-        **header,
-        "stats": {"late": 1, "devices": Chunked(iter(stats.items()))},
-        "alerts": {"version": 1, "devices": Chunked(iter(alerts.items()))},
-    }
+
+    def document() -> dict[str, Any]:
+        return {
+            **header,
+            "stats": {"late": 1, "devices": Chunked(iter(stats.items()))},
+            "alerts": {"version": 1, "devices": Chunked(iter(alerts.items()))},
+        }
+
     plain = {
         **header,
         "stats": {"late": 1, "devices": stats},
         "alerts": {"version": 1, "devices": alerts},
     }
-    assert b"".join(encode_document(doc)) == orjson.dumps(plain)
+    assert b"".join(encode_document(document())) == orjson.dumps(plain)
+    written = io.BytesIO()
+    assert encode_document(document(), write=written.write) == []
+    assert written.getvalue() == orjson.dumps(plain)
 
 
 def test_a_document_without_chunked_members_is_one_fragment() -> None:
