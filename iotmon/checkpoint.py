@@ -53,20 +53,17 @@ def partition_filename(partition: str) -> str:
 
 
 def _write_atomically(path: Path, payload: bytes | Fragments, *, durable: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = _temporary(path)
     with tmp.open("wb") as handle:
         handle.writelines(fragments_of(payload))
-        if durable:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if not durable:
-        return
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if durable:
+        StagedFile(tmp, path).commit()
+    else:
+        os.replace(tmp, path)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 class StagedFile:
@@ -193,7 +190,7 @@ class StateDir:
         input, or Kafka without a changelog). Synchronous, like the encoding it replaces;
         :meth:`StagedFile.commit` then makes it durable and puts it in place."""
         path = self.partition_path(partition)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = _temporary(path)
         with tmp.open("wb") as handle:
             encode_document(
                 {"format": FORMAT, "version": VERSION, "partition": partition, **body},
