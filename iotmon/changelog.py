@@ -42,7 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
-from iotmon.encoding import Fragments, fragments_of, rechunk, sha256_of
+from iotmon.encoding import Fragments, rechunk, sha256_of, size_of
 from iotmon.kafka_admin import KafkaUnavailableError, ensure_topic, unreachable_message
 
 __all__ = [
@@ -331,7 +331,7 @@ class KafkaChangelog:
                 key = f"{cp.partition}#{cp.checkpoint}#{i}".encode()
                 futures.append(await producer.send(self.topic, chunk, key=key, partition=target))
             chunk_futures.append((cp, futures))
-            self.bytes_written += _size(cp.payload)
+            self.bytes_written += size_of(cp.payload)
         manifests: list[tuple[Checkpoint, list[int], asyncio.Future[Any]]] = []
         for cp, futures in chunk_futures:
             offsets = [meta.offset for meta in await asyncio.gather(*futures)]
@@ -341,7 +341,7 @@ class KafkaChangelog:
                 "partition": cp.partition,
                 "checkpoint": cp.checkpoint,
                 "chunks": offsets,
-                "size": _size(cp.payload),
+                "size": size_of(cp.payload),
                 "sha256": sha256_of(cp.payload),
                 "position": cp.position,
             }
@@ -568,10 +568,6 @@ class KafkaChangelog:
                 )
                 waited = True
             await asyncio.sleep(0.2)
-
-
-def _size(payload: bytes | Fragments) -> int:
-    return sum(map(len, fragments_of(payload)))
 
 
 def _parse_manifest(partition: str, offset: int, value: bytes) -> _Manifest | None:

@@ -198,13 +198,11 @@ class StateDir:
             )
         return StagedFile(tmp, path)
 
-    def write_partition(
-        self, partition: str, payload: bytes | Fragments, *, durable: bool = True
-    ) -> None:
-        """``durable=False`` for a cache of a copy kept elsewhere (the changelog): still
+    def cache_partition(self, partition: str, payload: bytes | Fragments) -> None:
+        """Keep a copy of a checkpoint whose durable copy is elsewhere (the changelog):
         atomic against a process crash, but not fsynced, so a power loss can leave it
         outdated or torn — which a restore then detects and ignores."""
-        _write_atomically(self.partition_path(partition), payload, durable=durable)
+        _write_atomically(self.partition_path(partition), payload, durable=False)
 
     def remove_partition(self, partition: str) -> None:
         self.partition_path(partition).unlink(missing_ok=True)

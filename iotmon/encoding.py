@@ -18,7 +18,15 @@ from typing import Any, TypeAlias
 
 import orjson
 
-__all__ = ["Chunked", "Fragments", "encode_document", "fragments_of", "rechunk", "sha256_of"]
+__all__ = [
+    "Chunked",
+    "Fragments",
+    "encode_document",
+    "fragments_of",
+    "rechunk",
+    "sha256_of",
+    "size_of",
+]
 
 Fragments: TypeAlias = Sequence[bytes]
 """A document as consecutive pieces of its bytes."""
@@ -46,6 +54,10 @@ def encode_document(
 
 def fragments_of(payload: bytes | Fragments) -> Fragments:
     return (payload,) if isinstance(payload, bytes) else payload
+
+
+def size_of(payload: bytes | Fragments) -> int:
+    return sum(map(len, fragments_of(payload)))
 
 
 def sha256_of(payload: bytes | Fragments) -> str:

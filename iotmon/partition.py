@@ -10,22 +10,15 @@ whichever process owns a device's partition is the only one that ever tells abou
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotmon.alerts import Alerter, AlertTracker
+from iotmon.alerts import AlertTracker
 from iotmon.parse import Reason
 from iotmon.sources.base import Position
 from iotmon.stats import StatsTable, WindowSpec
 
-__all__ = [
-    "PartitionState",
-    "drop_queued",
-    "process_alerter_state",
-    "queued_changes",
-    "requeue",
-]
+__all__ = ["PartitionState"]
 
 
 @dataclass(slots=True, eq=False)
@@ -47,16 +40,9 @@ class PartitionState:
     checkpoint_id: str | None = None
     """Identity of the checkpoint this state was last written as, or restored from."""
 
-    def to_state(self) -> dict[str, Any]:
-        """The checkpoint body as plain JSON-able objects."""
-        return self._body(self.table.to_state(), self.tracker.to_state())
-
     def to_document(self) -> dict[str, Any]:
-        """The checkpoint body for :func:`~iotmon.encoding.encode_document`, which encodes
-        its per-device maps a chunk at a time (what checkpoints are written from)."""
-        return self._body(self.table.to_document(), self.tracker.to_document())
-
-    def _body(self, stats: dict[str, Any], alerts: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint body, for :func:`~iotmon.encoding.encode_document`, which encodes
+        its per-device maps a chunk at a time (:meth:`from_state` reads it back)."""
         return {
             "position": self.position,
             "counters": {
@@ -67,8 +53,8 @@ class PartitionState:
             "head_us": self.head_us,
             "dlq_size": self.dlq_size,
             "window": _window_fields(self.table.spec),
-            "stats": stats,
-            "alerts": alerts,
+            "stats": self.table.to_document(),
+            "alerts": self.tracker.to_document(),
             "announce": self.announce,
         }
 
@@ -110,69 +96,3 @@ class PartitionState:
 
 def _window_fields(spec: WindowSpec) -> dict[str, int]:
     return {"window_us": spec.window_us, "pane_us": spec.pane_us, "lateness_us": spec.lateness_us}
-
-
-# -- the partition's share of the digest queue --------------------------------------------
-#
-# The alerter keeps one digest queue per process. These helpers move a partition's queued
-# changes in and out of it through the alerter's own state (to_state/restore), the only
-# interface it has for its queue.
-
-
-def queued_changes(alerter: Alerter) -> list[list[Any]]:
-    """Every change queued for a digest, as ``Change.to_list()`` rows (device first)."""
-    return [row for group in _groups(alerter.to_state()) for row in group["queued"]]
-
-
-def drop_queued(alerter: Alerter, devices: Container[str]) -> int:
-    """Remove the queued changes of ``devices`` (a partition that moved away: its new
-    owner announces them); returns how many were dropped."""
-    state = alerter.to_state()
-    dropped = 0
-    for group in _groups(state):
-        kept = [row for row in group["queued"] if row[0] not in devices]
-        dropped += len(group["queued"]) - len(kept)
-        group["queued"] = kept
-    if dropped:
-        alerter.restore(state)
-    return dropped
-
-
-def requeue(alerter: Alerter, rows: Iterable[list[Any]]) -> None:
-    """Queue a restored partition's unannounced changes again, in their recipient groups."""
-    rows = list(rows)
-    if not rows:
-        return
-    state = alerter.to_state()
-    groups = {tuple(group["recipients"]): group for group in _groups(state)}
-    for row in rows:
-        recipients = tuple(row[6])
-        group = groups.get(recipients)
-        if group is None:
-            group = groups[recipients] = {
-                "recipients": list(recipients),
-                "queued": [],
-                "firing": [],
-                "stale": [],
-                "last_slot_us": None,
-            }
-            state["digests"]["groups"].append(group)
-        group["queued"].append(row)
-    alerter.restore(state)
-
-
-def process_alerter_state(alerter: Alerter) -> dict[str, Any]:
-    """The alerter's state minus everything that belongs to partitions: queued changes
-    travel in the partition checkpoints, firing and stale devices are adopted again from
-    the trackers of the partitions this process gets. Left: the digest schedule."""
-    state = alerter.to_state()
-    for group in _groups(state):
-        group["queued"] = []
-        group["firing"] = []
-        group["stale"] = []
-    return state
-
-
-def _groups(state: dict[str, Any]) -> list[dict[str, Any]]:
-    groups: list[dict[str, Any]] = state["digests"]["groups"]
-    return groups

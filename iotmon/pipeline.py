@@ -40,13 +40,7 @@ from iotmon.latency import Histogram
 from iotmon.notify import Notification, Notifier, build_notifier
 from iotmon.notify.outbox import Outbox
 from iotmon.parse import ReadingParser, Rejection
-from iotmon.partition import (
-    PartitionState,
-    drop_queued,
-    process_alerter_state,
-    queued_changes,
-    requeue,
-)
+from iotmon.partition import PartitionState
 from iotmon.report import AlertRecord, DeviceSummaries, Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Batch, Position, Source
@@ -530,9 +524,7 @@ class Pipeline:
                 if doc is None or _offset_of(doc) <= _offset_of(remote):
                     doc, origin = remote, "changelog"
                     # Cache it: the next restore here, if nothing moved on, downloads nothing.
-                    await asyncio.to_thread(
-                        self.state_dir.write_partition, name, latest.payload, durable=False
-                    )
+                    await asyncio.to_thread(self.state_dir.cache_partition, name, latest.payload)
                 else:
                     origin = "cache"
                 part = self._build(name, doc)
@@ -592,13 +584,13 @@ class Pipeline:
                 f"cannot be restored: {exc}"
             ) from exc
         self._dead_letters.restore(name, part.dlq_size)
-        requeue(self._alerter, part.announce)
+        self._alerter.requeue(part.announce)
         return part
 
     def _unpark(self, part: PartitionState, tracker_state: dict[str, Any]) -> PartitionState:
         assert self._alerter is not None
         part.tracker = self._alerter.tracker(part.name, state=tracker_state)
-        requeue(self._alerter, part.announce)
+        self._alerter.requeue(part.announce)
         return part
 
     async def _on_revoke(self, names: list[str]) -> None:
@@ -620,7 +612,7 @@ class Pipeline:
                 if part is None:
                     continue
                 # Its next owner announces these, restored from the checkpoint.
-                drop_queued(self._alerter, part.table.devices)
+                self._alerter.drop_queued(part.table.devices)
                 if self._changelog is not None:
                     self._changelog.forget(name)
                 if durable and tracker_state is not None:
@@ -674,7 +666,7 @@ class Pipeline:
             part.dirty = False
         mark = gate.mark()
         process = {
-            "alerter": process_alerter_state(alerter),
+            "alerter": alerter.to_state(devices=False),
             "clock_us": self._clock_us,
             "outbox_seq": mark,
         }
@@ -749,7 +741,7 @@ class Pipeline:
     def _queued_by_partition(self) -> dict[str, list[list[Any]]]:
         """The alerter's queued changes, by the partition their device belongs to."""
         assert self._alerter is not None
-        rows = queued_changes(self._alerter)
+        rows = self._alerter.queued_changes()
         result: dict[str, list[list[Any]]] = {}
         for row in rows:
             for part in self._partitions.values():
@@ -759,9 +751,8 @@ class Pipeline:
         return result
 
     def _write_cache(self, written: list[tuple[PartitionState, Fragments]]) -> None:
-        # Only a cache of what the changelog holds: no fsync.
         for part, payload in written:
-            self.state_dir.write_partition(part.name, payload, durable=False)
+            self.state_dir.cache_partition(part.name, payload)
 
     def _commit_staged(self, staged: list[StagedFile], process: dict[str, Any]) -> None:
         for file in staged:

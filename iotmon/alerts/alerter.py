@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -117,6 +117,26 @@ class Alerter:
         self._scheduler.forget({t.device for t, _, _ in tracker.active()})
         return tracker.to_state()
 
+    # -- the digest queue's share of each partition --------------------------------------
+    #
+    # Changes queued but not announced yet travel in their partition's checkpoint, so that
+    # whichever process owns a device's partition is the only one that tells about it.
+
+    def queued_changes(self) -> list[list[Any]]:
+        """Every change queued for a digest, as ``Change.to_list()`` rows (device first)."""
+        return [change.to_list() for change in self._scheduler.queued()]
+
+    def drop_queued(self, devices: Container[str]) -> int:
+        """Remove the queued changes of ``devices`` (a partition that moved away: its new
+        owner announces them); returns how many were dropped."""
+        return self._scheduler.drop_queued(devices)
+
+    def requeue(self, rows: Iterable[list[Any]]) -> None:
+        """Queue a restored partition's unannounced changes again, in their recipient
+        groups. Raises ValueError for a malformed row."""
+        for row in rows:
+            self._scheduler.add(Change.from_list(row))
+
     # -- the data path (synchronous) ---------------------------------------------------
 
     def record(self, transition: Transition, rule: Rule, stats: StatsView | None) -> None:
@@ -142,12 +162,16 @@ class Alerter:
 
     # -- state -------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """JSON-able process-level state (digest schedule and queue), for the checkpoint."""
+    def to_state(self, *, devices: bool = True) -> dict[str, Any]:
+        """JSON-able process-level state (digest schedule and queue), for the checkpoint.
+
+        ``devices=False`` leaves out everything that belongs to partitions: queued changes
+        travel in the partition checkpoints, firing and stale devices are adopted again from
+        the trackers of the partitions this process gets. Left: the digest schedule."""
         return {
             "version": _STATE_VERSION,
             "now_us": self._now_us,
-            "digests": self._scheduler.to_state(),
+            "digests": self._scheduler.to_state(devices=devices),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:

@@ -22,7 +22,7 @@ outbox drops the copy, even though the figures may have moved on.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
@@ -147,6 +147,21 @@ class DigestScheduler:
                 group.firing.pop(device, None)
                 group.stale.pop(device, None)
 
+    def queued(self) -> list[Change]:
+        """Every change waiting for its digest, group by group, oldest first."""
+        return [change for group in self._groups.values() for change in group.queued]
+
+    def drop_queued(self, devices: Container[str]) -> int:
+        """Remove the queued changes of ``devices``; returns how many were removed."""
+        dropped = 0
+        for group in self._groups.values():
+            kept = [c for c in group.queued if c.device not in devices]
+            if len(kept) != len(group.queued):
+                dropped += len(group.queued) - len(kept)
+                group.queued = kept
+                group.earliest_queued_us = min((c.at_us for c in kept), default=None)
+        return dropped
+
     def next_due_us(self) -> int | None:
         """The earliest stream time at which some digest is due (None: nothing to send)."""
         dues = [d for g in self._groups.values() if (d := self._next_due(g)) is not None]
@@ -177,15 +192,17 @@ class DigestScheduler:
 
     # -- state -------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self, *, devices: bool = True) -> dict[str, Any]:
+        """``devices=False``: the schedule alone (when each group last sent), without the
+        queued, firing and stale devices, which travel with their partitions."""
         return {
             "version": _STATE_VERSION,
             "groups": [
                 {
                     "recipients": list(g.recipients),
-                    "queued": [c.to_list() for c in g.queued],
-                    "firing": [c.to_list() for c in g.firing.values()],
-                    "stale": [c.to_list() for c in g.stale.values()],
+                    "queued": [c.to_list() for c in g.queued] if devices else [],
+                    "firing": [c.to_list() for c in g.firing.values()] if devices else [],
+                    "stale": [c.to_list() for c in g.stale.values()] if devices else [],
                     "last_slot_us": g.last_slot_us,
                 }
                 for g in self._groups.values()
