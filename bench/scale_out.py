@@ -95,6 +95,25 @@ def iotmon(*args: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+def consume_once(bootstrap: str, topic: str, group: str, state: Path) -> list[str]:
+    """``iotmon consume --once`` arguments for one member of ``group``."""
+    return [
+        "consume",
+        "--once",
+        "--no-live",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--state-dir",
+        str(state),
+        "--outbox",
+        str(state / "eml"),
+    ]
+
+
 def load(bootstrap: str, topic: str, *simulate: str) -> None:
     iotmon(
         "simulate",
@@ -134,19 +153,7 @@ def throughput(bootstrap: str, topic: str, readings: int, instances: int, root: 
                     sys.executable,
                     "-m",
                     "iotmon",
-                    "consume",
-                    "--once",
-                    "--no-live",
-                    "--bootstrap-servers",
-                    bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    group,
-                    "--state-dir",
-                    str(state),
-                    "--outbox",
-                    str(state / "eml"),
+                    *consume_once(bootstrap, topic, group, state),
                     "--checkpoint-interval",
                     "1",
                 ],
@@ -213,25 +220,13 @@ def restore(bootstrap: str, devices: int, root: Path) -> Restore:
         "--seed",
         "3",
     )
-    common = [
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        group,
-        "--no-live",
-        "--once",
-    ]
     say("building the state (one instance)")
-    iotmon("consume", *common, "--state-dir", str(root / "build"), "--outbox", str(root / "eml"))
+    iotmon(*consume_once(bootstrap, topic, group, root / "build"))
     payload = sum(p.stat().st_size for p in (root / "build" / "partitions").glob("*.json"))
 
     def timed(state: Path) -> tuple[float, float]:
         t0 = time.monotonic()
-        result = iotmon(
-            "consume", *common, "--state-dir", str(state), "--outbox", str(root / "eml")
-        )
+        result = iotmon(*consume_once(bootstrap, topic, group, state))
         elapsed = time.monotonic() - t0
         ready = [float(m.group(2)) for m in _READY.finditer(result.stderr.decode())]
         return (sum(ready), elapsed)

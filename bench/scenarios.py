@@ -105,39 +105,20 @@ class Bench:
         return result
 
     def _iotmon_kafka(self, label: str, topic: str, *, json_out: bool = True) -> RunResult:
-        d = self.work / "state" / uuid.uuid4().hex[:8]
-        args = [
-            "consume",
-            "--once",
-            "--no-live",
-            "--bootstrap-servers",
-            self.broker.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            self._group(),
-            "--state-dir",
-            str(d),
-            "--outbox",
-            str(d / "outbox"),
-            "--window",
-            str(self.plan.window),
-        ]
-        if json_out:
-            args.append("--json")
-        try:
-            return self._iotmon(label, args)
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+        source = ["--bootstrap-servers", self.broker.bootstrap, "--topic", topic]
+        return self._iotmon_consume(label, [*source, "--group", self._group()], json_out)
 
     def _iotmon_file(self, label: str, path: Path, *, json_out: bool = True) -> RunResult:
+        return self._iotmon_consume(label, ["--input", str(path)], json_out)
+
+    def _iotmon_consume(self, label: str, source: list[str], json_out: bool) -> RunResult:
+        """``iotmon consume --once`` from ``source`` with a throw-away state dir."""
         d = self.work / "state" / uuid.uuid4().hex[:8]
         args = [
             "consume",
             "--once",
             "--no-live",
-            "--input",
-            str(path),
+            *source,
             "--state-dir",
             str(d),
             "--outbox",

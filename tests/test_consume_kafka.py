@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
+    NOISY_FLEET,
     SEED_FILE,
     START,
     assert_same_stats,
@@ -91,20 +92,11 @@ async def test_sigkill_during_a_million_readings_from_kafka_is_exact(
     topic = await make_topic(partitions=6)
     iotmon(
         "simulate",
-        "--devices",
-        "5000",
         "--count",
         "1000000",
-        "--seed",
-        "5",
         "--start",
         START,
-        "--bad-rate",
-        "0.001",
-        "--late-rate",
-        "0.01",
-        "--spike-rate",
-        "0.001",
+        *NOISY_FLEET,
         "--bootstrap-servers",
         kafka_bootstrap,
         "--topic",

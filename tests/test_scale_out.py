@@ -30,27 +30,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
+    NOISY_FLEET,
     START,
     assert_same_stats,
     consume_json,
     drop_topics,
+    group_args,
     iotmon,
     simulate_file,
 )
 
 READINGS = 1_000_000
-SIMULATION = [
-    "--devices",
-    "5000",
-    "--seed",
-    "5",
-    "--bad-rate",
-    "0.001",
-    "--late-rate",
-    "0.01",
-    "--spike-rate",
-    "0.001",
-]
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -100,16 +90,7 @@ class Group:
 
     def args(self, state_dir: Path) -> list[str]:
         return [
-            "--bootstrap-servers",
-            self.bootstrap,
-            "--topic",
-            self.topic,
-            "--group",
-            self.name,
-            "--state-dir",
-            str(state_dir),
-            "--outbox",
-            str(state_dir / "eml"),
+            *group_args(self.bootstrap, self.topic, self.name, state_dir),
             "--no-live",
             "--checkpoint-interval",
             "0.2",
@@ -266,25 +247,14 @@ async def million(
         str(READINGS),
         "--start",
         START,
-        *SIMULATION,
+        *NOISY_FLEET,
         "--bootstrap-servers",
         kafka_bootstrap,
         "--topic",
         topic,
     )
     ref = tmp_path_factory.mktemp("reference")
-    reference = consume_json(
-        "--bootstrap-servers",
-        kafka_bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        f"reference-{topic}",
-        "--state-dir",
-        str(ref),
-        "--outbox",
-        str(ref / "eml"),
-    )
+    reference = consume_json(*group_args(kafka_bootstrap, topic, f"reference-{topic}", ref))
     assert reference["readings"] == READINGS
     # The yardstick itself: one run announces every firing transition exactly once.
     assert announced([ref]) == fired(reference) and fired(reference)
@@ -348,7 +318,7 @@ async def test_scale_from_one_to_three_and_back_to_one_during_a_run(
     guarantee: str,
 ) -> None:
     topic = await make_topic(partitions=6)
-    readings = simulate_file(tmp_path / "readings.txt", "--count", "600000", *SIMULATION)
+    readings = simulate_file(tmp_path / "readings.txt", "--count", "600000", *NOISY_FLEET)
     lines = readings.read_bytes().splitlines(keepends=True)
     half = len(lines) // 2
     parts = [tmp_path / "first.txt", tmp_path / "second.txt"]
@@ -380,16 +350,7 @@ async def test_scale_from_one_to_three_and_back_to_one_during_a_run(
 
     reference_group = f"reference-{group.name}"
     reference = consume_json(
-        "--bootstrap-servers",
-        kafka_bootstrap,
-        "--topic",
-        topic,
-        "--group",
-        reference_group,
-        "--state-dir",
-        str(tmp_path / "reference"),
-        "--outbox",
-        str(tmp_path / "reference" / "eml"),
+        *group_args(kafka_bootstrap, topic, reference_group, tmp_path / "reference")
     )
     final = group.report(tmp_path / "v")
     assert_same_stats(final, reference)
