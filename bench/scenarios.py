@@ -93,16 +93,13 @@ class Bench:
 
     def _iotmon(self, label: str, args: list[str], *, timeout: float = 600) -> RunResult:
         d = self._dir(label)
-        result = run(
+        return self._run_peer(
             [sys.executable, str(PEERS / "iotmon_run.py"), str(d / "marks.json"), *args],
+            d,
             label=label,
-            log=d / "stderr.log",
-            stdout=d / "stdout.json",
-            result_file=d / "marks.json",
             timeout=timeout,
+            stdout=d / "stdout.json",
         )
-        self._say(result)
-        return result
 
     def _iotmon_kafka(self, label: str, topic: str, *, json_out: bool = True) -> RunResult:
         source = ["--bootstrap-servers", self.broker.bootstrap, "--topic", topic]
@@ -135,7 +132,7 @@ class Bench:
 
     def _bare_kafka(self, topic: str, count: int) -> RunResult:
         d = self._dir("bare-kafka")
-        result = run(
+        return self._run_peer(
             [
                 sys.executable,
                 str(PEERS / "bare_kafka.py"),
@@ -150,18 +147,15 @@ class Bench:
                 "--result",
                 str(d / "marks.json"),
             ],
+            d,
             label="bare-kafka",
-            log=d / "stderr.log",
-            result_file=d / "marks.json",
             timeout=300,
         )
-        self._say(result)
-        return result
 
     def _quix(self, label: str, topic: str, count: int, mode: str = "sliding") -> RunResult:
         d = self._dir(label)
         assert self.peers.python is not None
-        result = run(
+        result = self._run_peer(
             [
                 self.peers.python,
                 str(PEERS / "quix_agg.py"),
@@ -182,12 +176,10 @@ class Bench:
                 "--result",
                 str(d / "marks.json"),
             ],
+            d,
             label=label,
-            log=d / "stderr.log",
-            result_file=d / "marks.json",
             timeout=1800,
         )
-        self._say(result)
         shutil.rmtree(d / "state", ignore_errors=True)
         return result
 
@@ -195,16 +187,14 @@ class Bench:
         self, label: str, topic: str, key: str, *, extra: list[str] | None = None
     ) -> RunResult:
         d = self._dir(label)
-        result = run(
+        result = self._run_peer(
             self._spark_argv(d, topic, key, mode="aggregate") + (extra or []),
+            d,
             label=label,
-            log=d / "stderr.log",
-            result_file=d / "marks.json",
             timeout=900,
             env=spark_env(),
             sample_tree=True,
         )
-        self._say(result)
         shutil.rmtree(d / "spark", ignore_errors=True)
         return result
 
@@ -229,6 +219,21 @@ class Bench:
             "--result",
             str(d / "marks.json"),
         ]
+
+    def _run_peer(
+        self, argv: list[str], d: Path, *, label: str, timeout: float, **options: Any
+    ) -> RunResult:
+        """Run one measured process whose log and result file go to ``d``."""
+        result = run(
+            argv,
+            label=label,
+            log=d / "stderr.log",
+            result_file=d / "marks.json",
+            timeout=timeout,
+            **options,
+        )
+        self._say(result)
+        return result
 
     def _say(self, result: RunResult) -> None:
         rate = result.steady_rate()
@@ -462,7 +467,7 @@ class Bench:
             self._validate_iotmon(result, plan.file_lines)
             iotmon.append(result)
             d = self._dir("bare-file")
-            result = run(
+            result = self._run_peer(
                 [
                     sys.executable,
                     str(PEERS / "bare_file.py"),
@@ -470,12 +475,10 @@ class Bench:
                     "--result",
                     str(d / "marks.json"),
                 ],
+                d,
                 label="bare-file",
-                log=d / "stderr.log",
-                result_file=d / "marks.json",
                 timeout=300,
             )
-            self._say(result)
             bare.append(result)
         self.results["file"] = {
             "lines": plan.file_lines,

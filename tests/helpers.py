@@ -22,6 +22,15 @@ NOISY_FLEET = (
 """`iotmon simulate` options for the big runs: 5,000 devices, some bad, late and spiky lines."""
 
 
+def fill_topic(bootstrap: str, topic: str, count: int) -> None:
+    """``count`` readings of the :data:`NOISY_FLEET` into ``topic``, keyed by device."""
+    iotmon(
+        "simulate",
+        *("--count", str(count), "--start", START, *NOISY_FLEET),
+        *("--bootstrap-servers", bootstrap, "--topic", topic),
+    )
+
+
 def iotmon(*args: str, check: bool = True, timeout: float = 300, **kwargs: Any) -> Any:
     """Run ``python -m iotmon ARGS`` to completion, capturing output."""
     result = subprocess.run(

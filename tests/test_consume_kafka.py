@@ -12,11 +12,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
-    NOISY_FLEET,
     SEED_FILE,
-    START,
     assert_same_stats,
     consume_json,
+    fill_topic,
     iotmon,
     kill_repeatedly,
 )
@@ -90,18 +89,7 @@ async def test_sigkill_during_a_million_readings_from_kafka_is_exact(
     kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
 ) -> None:
     topic = await make_topic(partitions=6)
-    iotmon(
-        "simulate",
-        "--count",
-        "1000000",
-        "--start",
-        START,
-        *NOISY_FLEET,
-        "--bootstrap-servers",
-        kafka_bootstrap,
-        "--topic",
-        topic,
-    )
+    fill_topic(kafka_bootstrap, topic, 1_000_000)
     reference = consume_json(
         *kafka_args(kafka_bootstrap, topic, "reference"), "--state-dir", str(tmp_path / "ref")
     )

@@ -31,10 +31,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tests.conftest import MakeTopic
 from tests.helpers import (
     NOISY_FLEET,
-    START,
     assert_same_stats,
     consume_json,
     drop_topics,
+    fill_topic,
     group_args,
     iotmon,
     simulate_file,
@@ -241,18 +241,7 @@ async def million(
         await admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
     finally:
         await admin.close()
-    iotmon(
-        "simulate",
-        "--count",
-        str(READINGS),
-        "--start",
-        START,
-        *NOISY_FLEET,
-        "--bootstrap-servers",
-        kafka_bootstrap,
-        "--topic",
-        topic,
-    )
+    fill_topic(kafka_bootstrap, topic, READINGS)
     ref = tmp_path_factory.mktemp("reference")
     reference = consume_json(*group_args(kafka_bootstrap, topic, f"reference-{topic}", ref))
     assert reference["readings"] == READINGS
