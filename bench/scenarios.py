@@ -102,8 +102,18 @@ class Bench:
         )
 
     def _iotmon_kafka(self, label: str, topic: str, *, json_out: bool = True) -> RunResult:
-        source = ["--bootstrap-servers", self.broker.bootstrap, "--topic", topic]
-        return self._iotmon_consume(label, [*source, "--group", self._group()], json_out)
+        return self._iotmon_consume(label, self._kafka_args(topic), json_out)
+
+    def _kafka_args(self, topic: str) -> list[str]:
+        """Where a consumer reads ``topic``, in a consumer group of its own."""
+        return [
+            "--bootstrap-servers",
+            self.broker.bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            self._group(),
+        ]
 
     def _iotmon_file(self, label: str, path: Path, *, json_out: bool = True) -> RunResult:
         return self._iotmon_consume(label, ["--input", str(path)], json_out)
@@ -136,12 +146,7 @@ class Bench:
             [
                 sys.executable,
                 str(PEERS / "bare_kafka.py"),
-                "--bootstrap-servers",
-                self.broker.bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                self._group(),
+                *self._kafka_args(topic),
                 "--count",
                 str(count),
                 "--result",
@@ -159,12 +164,7 @@ class Bench:
             [
                 self.peers.python,
                 str(PEERS / "quix_agg.py"),
-                "--bootstrap-servers",
-                self.broker.bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                self._group(),
+                *self._kafka_args(topic),
                 "--state-dir",
                 str(d / "state"),
                 "--count",
@@ -653,12 +653,7 @@ class Bench:
                     IOTMON,
                     "consume",
                     "--no-live",
-                    "--bootstrap-servers",
-                    self.broker.bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    self._group(),
+                    *self._kafka_args(topic),
                     "--state-dir",
                     str(d / "state"),
                     "--for",
