@@ -164,7 +164,7 @@ class RuleBook:
         return self._default
 
     def rule_for(self, device: str) -> Rule:
-        if not self.settings.overrides:
+        if self.uniform:
             # No per-device cache entry: at a million devices it would cost ~100 MB.
             return self._default
         rule = self._cache.get(device)
