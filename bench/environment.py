@@ -173,6 +173,25 @@ def ensure_peer_env(*, refresh: bool, log: Log, want_spark: bool, want_quix: boo
     return env
 
 
+def ensure_py_spy(log: Log) -> Path:
+    """py-spy (the sampling profiler of ``python -m bench.profile``), pip-installed into its
+    own virtualenv beside the peers' on first use; RuntimeError with pip's reason if not."""
+    venv = PEERS_DIR / "tools"
+    binary = venv / "bin" / "py-spy"
+    if binary.exists():
+        return binary
+    log(f"installing py-spy into {venv} (first run only)")
+    PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    failed = _call([sys.executable, "-m", "venv", str(venv)], log, timeout=300)
+    if failed is None:
+        failed = _call(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"], log, 600
+        )
+    if failed is not None or not binary.exists():
+        raise RuntimeError(f"could not install py-spy with pip: {failed or 'no binary'}")
+    return binary
+
+
 def _install_spark(env: PeerEnv, python: Path, log: Log) -> None:
     if java_home() is None:
         env.spark_error = "no Java found (PySpark needs a JDK 17+; set JAVA_HOME)"

@@ -1,55 +1,92 @@
 """`python -m bench.profile`: where iotmon's time goes, on the file path and the Kafka path.
 
-Runs ``iotmon consume --once`` under cProfile on a simulated log file (``--input``) and on a
-Kafka topic holding the same readings (the bench's own broker on 127.0.0.1:39492, or
-``--bootstrap-servers``), and writes the top functions by own time and by cumulative time
-to ``bench/results/profile.txt``. cProfile adds a fixed cost to every Python call, so
-absolute times are inflated and call-heavy code looks worse than it is; the ranking is what
-to read. bench/README.md summarises the findings.
+Runs ``iotmon consume --once`` under the py-spy sampling profiler on a simulated log file
+(``--input``) and on a Kafka topic holding the same readings (the bench's own broker on
+127.0.0.1:39492, or ``--bootstrap-servers``), and writes each function's share of the
+samples — its own time, and its time including what it calls — to
+``bench/results/profile.txt``. Sampling leaves the code's speed alone (unlike cProfile,
+which adds a cost to every call), so the shares are what a normal run spends. py-spy is
+pip-installed into ``.cache/bench-peers/tools`` on first use. bench/README.md summarises
+the findings.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import pstats
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.broker import Broker
 from bench.cli import lock_or_none
-from bench.environment import REPO
+from bench.environment import REPO, ensure_py_spy
 
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".cache" / "bench" / "profile"
 IOTMON = str(Path(sys.executable).with_name("iotmon"))
 RUNNER = REPO / "bench" / "peers" / "iotmon_run.py"
+SAMPLES_PER_SECOND = 250
 
 
-def _profile(label: str, args: list[str], top: int) -> str:
-    stats_file = WORK / f"{label}.prof"
+def _profile(py_spy: Path, label: str, args: list[str], top: int) -> str:
+    raw = WORK / f"{label}.stacks.txt"
     state = WORK / f"state-{label}"
     shutil.rmtree(state, ignore_errors=True)
     argv = [
-        sys.executable, "-m", "cProfile", "-o", str(stats_file), str(RUNNER),
-        str(WORK / f"{label}.marks.json"), "consume", "--once", "--no-live",
+        str(py_spy), "record", "--format", "raw", "--rate", str(SAMPLES_PER_SECOND),
+        "--nonblocking", "--output", str(raw), "--",
+        sys.executable, str(RUNNER), str(WORK / f"{label}.marks.json"),
+        "consume", "--once", "--no-live",
         "--state-dir", str(state), "--outbox", str(state / "outbox"), *args,
     ]  # fmt: skip
     started = time.monotonic()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.monotonic() - started
-    out = io.StringIO()
-    out.write(
-        f"=== {label}: iotmon consume --once {' '.join(args)} ({wall:.1f} s under cProfile)\n"
-    )
-    for order in ("tottime", "cumulative"):
-        out.write(f"\n--- top {top} by {order}\n")
-        stats = pstats.Stats(str(stats_file), stream=out)
-        stats.strip_dirs().sort_stats(order).print_stats(top)
-    return out.getvalue()
+    own, total, samples = _shares(raw)
+    lines = [
+        f"=== {label}: iotmon consume --once {' '.join(args)}",
+        f"{wall:.1f} s under py-spy, {samples:,} samples of the main thread",
+    ]
+    for title, counts in (("own time", own), ("including callees", total)):
+        lines += ["", f"--- top {top} by {title} (% of samples)"]
+        lines += [f"{100 * n / samples:5.1f} %  {name}" for name, n in counts.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
+def _shares(raw: Path) -> tuple[Counter[str], Counter[str], int]:
+    """Per function: samples where it was running, samples where it was on the stack.
+
+    py-spy's raw format is one ``frame;frame;...;frame count`` line per distinct stack, each
+    frame ``function (file:line)``. Worker threads (the checkpoint writer's pool, mostly
+    idle) are left out: the main thread is where readings are processed.
+    """
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or "threading.py" in stack.split(";", 1)[0]:
+            continue
+        n = int(count)
+        samples += n
+        names = [_function(frame) for frame in stack.split(";")]
+        own[names[-1]] += n
+        for name in set(names):
+            total[name] += n
+    return own, total, max(samples, 1)
+
+
+def _function(frame: str) -> str:
+    """``add (/x/iotmon/stats/device.py:118)`` → ``add (device.py)``; generated code's long
+    ``<...>`` file names are shortened."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rpartition(":")[0]
+    if path.startswith("<") and len(path) > 40:
+        path = path[:39] + "…>"
+    return f"{name} ({Path(path).name})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     if lock is None:
         print("bench.profile: a bench is running in this checkout; wait for it", file=sys.stderr)
         return 2
+    try:
+        py_spy = ensure_py_spy(lambda message: print(message, file=sys.stderr))
+    except RuntimeError as exc:
+        print(f"bench.profile: {exc}", file=sys.stderr)
+        return 2
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -77,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         check=True,
     )  # fmt: skip
-    sections = [_profile("file", ["--input", str(readings)], args.top)]
+    sections = [_profile(py_spy, "file", ["--input", str(readings)], args.top)]
     if not args.no_kafka:
         broker = Broker(args.bootstrap_servers, lambda m: print(m, file=sys.stderr))
         broker.start()
@@ -90,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             kafka = ["--bootstrap-servers", broker.bootstrap, "--topic", topic,
                      "--group", f"{topic}-g"]  # fmt: skip
-            sections.append(_profile("kafka", kafka, args.top))
+            sections.append(_profile(py_spy, "kafka", kafka, args.top))
         finally:
             broker.stop()
     args.output.parent.mkdir(parents=True, exist_ok=True)

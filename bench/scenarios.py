@@ -140,8 +140,9 @@ class Bench:
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
-    def _bare_kafka(self, topic: str, count: int) -> RunResult:
-        d = self._dir("bare-kafka")
+    def _bare_kafka(self, topic: str, count: int, *, parse: bool = False) -> RunResult:
+        label = "bare-kafka-parse" if parse else "bare-kafka"
+        d = self._dir(label)
         return self._run_peer(
             [
                 sys.executable,
@@ -151,9 +152,27 @@ class Bench:
                 str(count),
                 "--result",
                 str(d / "marks.json"),
+                *(["--parse"] if parse else []),
             ],
             d,
-            label="bare-kafka",
+            label=label,
+            timeout=300,
+        )
+
+    def _bare_file(self, path: Path, *, validate: bool = False) -> RunResult:
+        label = "bare-file-validate" if validate else "bare-file"
+        d = self._dir(label)
+        return self._run_peer(
+            [
+                sys.executable,
+                str(PEERS / "bare_file.py"),
+                str(path),
+                "--result",
+                str(d / "marks.json"),
+                *(["--validate"] if validate else []),
+            ],
+            d,
+            label=label,
             timeout=300,
         )
 
@@ -368,6 +387,7 @@ class Bench:
         runs: dict[str, list[RunResult]] = {
             "iotmon": [],
             "bare": [],
+            "bare_parse": [],
             "quix_sliding": [],
             "quix_running": [],
             "spark": [],
@@ -379,6 +399,7 @@ class Bench:
             self._validate_iotmon(result, plan.readings)
             runs["iotmon"].append(result)
             runs["bare"].append(self._bare_kafka(topic, plan.readings))
+            runs["bare_parse"].append(self._bare_kafka(topic, plan.readings, parse=True))
             if self._has("quix"):
                 if rep < plan.quix_sliding_reps:
                     n = plan.quix_sliding_readings
@@ -413,6 +434,8 @@ class Bench:
             }
             if name != "iotmon":
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
+            if name == "bare_parse":
+                entry["over_bare"] = _summary(_paired_ratios(results, runs["bare"]))
             if name == "spark":
                 entry["session_s"] = _summary([_delta(r, "session") for r in good])
                 entry["batches"] = [r.marks.get("batches") for r in good]
@@ -461,38 +484,29 @@ class Bench:
         self.log(f"file path: {plan.file_lines:,} lines, x{plan.reps} interleaved")
         iotmon: list[RunResult] = []
         bare: list[RunResult] = []
+        validated: list[RunResult] = []
         for rep in range(plan.reps):
             self.log(f" round {rep + 1}/{plan.reps}")
             result = self._iotmon_file("iotmon-file", self.file_2m)
             self._validate_iotmon(result, plan.file_lines)
             iotmon.append(result)
-            d = self._dir("bare-file")
-            result = self._run_peer(
-                [
-                    sys.executable,
-                    str(PEERS / "bare_file.py"),
-                    str(self.file_2m),
-                    "--result",
-                    str(d / "marks.json"),
-                ],
-                d,
-                label="bare-file",
-                timeout=300,
-            )
-            bare.append(result)
+            bare.append(self._bare_file(self.file_2m))
+            validated.append(self._bare_file(self.file_2m, validate=True))
+
+        def system(results: list[RunResult]) -> dict[str, Any]:
+            return {
+                "rate": _summary([r.steady_rate() for r in results if r.ok]),
+                "wall_s": _summary([r.wall for r in results if r.ok]),
+                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in results if r.ok]),
+            }
+
         self.results["file"] = {
             "lines": plan.file_lines,
-            "iotmon": {
-                "rate": _summary([r.steady_rate() for r in iotmon if r.ok]),
-                "wall_s": _summary([r.wall for r in iotmon if r.ok]),
-                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in iotmon if r.ok]),
-            },
-            "bare": {
-                "rate": _summary([r.steady_rate() for r in bare if r.ok]),
-                "wall_s": _summary([r.wall for r in bare if r.ok]),
-                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in bare if r.ok]),
-            },
+            "iotmon": system(iotmon),
+            "bare": system(bare),
+            "bare_validated": system(validated),
             "iotmon_over_bare": _summary(_paired_ratios(iotmon, bare)),
+            "validated_over_bare": _summary(_paired_ratios(validated, bare)),
             "iotmon_over_bare_wall": _summary(
                 [b.wall / i.wall for i, b in zip(iotmon, bare, strict=True) if i.ok and b.ok]
             ),

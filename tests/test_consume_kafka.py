@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
@@ -65,24 +65,31 @@ async def test_rejected_messages_go_to_the_dlq_topic(
         *kafka_args(kafka_bootstrap, topic, "dlq"), "--state-dir", str(tmp_path / "state")
     )
     assert (report["readings"], report["accepted"], report["rejected"]) == (5, 3, 2)
-    consumer = AIOKafkaConsumer(
-        f"{topic}.dlq", bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        batch = await consumer.getmany(timeout_ms=10_000, max_records=10)
-        records = [r for rs in batch.values() for r in rs]
-        while len(records) < 2:
-            more = await consumer.getmany(timeout_ms=10_000)
-            assert more, "DLQ records did not arrive"
-            records += [r for rs in more.values() for r in rs]
-    finally:
-        await consumer.stop()
+    records = await read_topic(kafka_bootstrap, f"{topic}.dlq", 2)
     by_value = {r.value: dict(r.headers) for r in records}
     assert by_value[b"not json"]["iotmon.reason"] == b"invalid_json"
     hot = next(h for v, h in by_value.items() if b"hot" in v)
     assert hot["iotmon.reason"] == b"wrong_type"
     assert hot["iotmon.source.topic"] == topic.encode()
+    # The source position of each dead letter is where the rejected message is.
+    source = {(r.partition, r.offset): r.value for r in await read_topic(kafka_bootstrap, topic, 5)}
+    for value, headers in by_value.items():
+        at = (int(headers["iotmon.source.partition"]), int(headers["iotmon.source.offset"]))
+        assert source[at] == value
+
+
+async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        while len(records) < count:
+            more = await consumer.getmany(timeout_ms=10_000)
+            assert more, f"{topic}: {len(records)} of {count} records arrived"
+            records += [r for rs in more.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def test_sigkill_during_a_million_readings_from_kafka_is_exact(

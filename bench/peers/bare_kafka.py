@@ -1,4 +1,6 @@
-"""The Kafka client's ceiling: an aiokafka ``getmany`` loop that only counts messages.
+"""The Kafka client's ceiling: an aiokafka ``getmany`` loop that only counts messages
+(with ``--parse``, it also decodes every value with ``orjson.loads``: the ceiling of any
+consumer of JSON readings).
 
 It uses the consumer settings iotmon's Kafka source uses (fetch sizes, batch size,
 read_committed, manual commits, a fresh consumer group), so the gap between the two is
@@ -12,6 +14,7 @@ import asyncio
 import json
 import time
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 
@@ -32,11 +35,15 @@ async def consume(args: argparse.Namespace) -> dict[str, float | int | None]:
     first: float | None = None
     first_count = 0
     last: float | None = None
+    loads = orjson.loads
     try:
         while count < args.count:
             records = await consumer.getmany(timeout_ms=100, max_records=20_000)
             for messages in records.values():
                 count += len(messages)
+                if args.parse:
+                    for message in messages:
+                        loads(message.value)
             if records:
                 last = time.monotonic()
                 if first is None:
@@ -59,6 +66,7 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--count", type=int, required=True, help="stop after this many")
     parser.add_argument("--result", required=True)
+    parser.add_argument("--parse", action="store_true", help="orjson.loads every value")
     args = parser.parse_args()
     result = asyncio.run(consume(args))
     with open(args.result, "w", encoding="utf-8") as out:

@@ -108,14 +108,18 @@ class FileSource:
             handle = self._handle
             chunk = handle.read(CHUNK_BYTES) if handle is not None else b""
             if chunk:
-                data = pending + chunk
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pending = data
+                # Split the chunk as it is and glue the previous partial line onto the first
+                # piece: no copy of the whole chunk just to prepend a few bytes.
+                lines = chunk.split(b"\n")
+                tail = lines.pop()
+                if not lines:
+                    pending += tail
                     continue
-                lines = data[:cut].split(b"\n")
-                pending = data[cut + 1 :]
-                yield self._batch(lines, cut + 1)
+                consumed = len(chunk) - len(tail) + len(pending)
+                if pending:
+                    lines[0] = pending + lines[0]
+                pending = tail
+                yield self._batch(lines, consumed)
                 continue
             if not self.follow:
                 if pending:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
@@ -252,7 +252,7 @@ class KafkaSource:
                 yield Batch(
                     partition=partition_name(tp),
                     lines=[m.value if m.value is not None else b"" for m in messages],
-                    positions=[m.offset for m in messages],
+                    positions=_Offsets(messages),
                     end={"offset": messages[-1].offset + 1},
                     key_of=_keys(messages),
                 )
@@ -303,6 +303,30 @@ class KafkaSource:
 
 async def _nothing() -> dict[TopicPartition, int]:
     return {}
+
+
+class _Offsets(Sequence[int]):
+    """The offsets of a fetched batch, looked up only for the lines that are dead-lettered
+    (a list of them would cost an allocation per message)."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, messages: list[Any]) -> None:
+        self._messages = messages
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | list[int]:
+        if isinstance(index, slice):
+            return [int(m.offset) for m in self._messages[index]]
+        return int(self._messages[index].offset)
 
 
 def _keys(messages: list[Any]) -> Any:
