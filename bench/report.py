@@ -186,11 +186,16 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
     parse_only = _median((systems.get("bare_parse") or {}).get("over_bare"))
     left = _time_left(systems.get("bare"), systems.get("bare_parse"), 0.8)
     if parse_only is not None and left is not None:
+        rest = "validation, event time, statistics, alerts, checkpoints"
         add(
             f"Decoding every value with `orjson.loads`, and nothing else, already takes the "
-            f"bare loop to {_ratio(parse_only)} of its rate (round by round). At the 0.8× "
-            f"target, everything else a consumer of JSON readings does — validation, event "
-            f"time, statistics, alerts, checkpoints — would have to fit in {left} per reading."
+            f"bare loop to {_ratio(parse_only)} of its rate (round by round). "
+            + (
+                f"At the 0.8× target, everything else a consumer of JSON readings does — "
+                f"{rest} — would have to fit in {left:,.0f} ns per reading."
+                if left > 0
+                else f"Decoding alone misses the 0.8× target, before any {rest}."
+            )
         )
         add("")
     for key, target, label in (
@@ -205,13 +210,14 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
 
 def _time_left(
     reference: dict[str, Any] | None, floor: dict[str, Any] | None, target: float
-) -> str | None:
-    """Per reading, the time a system at ``target`` × the reference's rate has beyond what
-    the ``floor`` system spends (medians), e.g. ``90 ns``; None if either was not measured."""
+) -> float | None:
+    """Nanoseconds per reading that a system at ``target`` × the reference's rate has beyond
+    what the ``floor`` system spends (medians; negative when the floor alone misses the
+    target); None if either was not measured."""
     ref, low = _median((reference or {}).get("rate")), _median((floor or {}).get("rate"))
     if not ref or not low:
         return None
-    return f"{(1 / (target * ref) - 1 / low) * 1e9:,.0f} ns"
+    return (1 / (target * ref) - 1 / low) * 1e9
 
 
 def _unavailable(meta: dict[str, Any], system: str) -> str | None:
@@ -253,11 +259,16 @@ def _file(doc: dict[str, Any], add: Any, targets: list[Any]) -> None:
     validated = fp.get("validated_over_bare")
     left = _time_left(fp.get("bare"), fp.get("bare_validated"), 0.5)
     if validated and left is not None:
+        rest = "the sliding window, min/max/last, compensated sums, the alert check and checkpoints"
         add(
             f"iotmon's parser with a dict sum, no window, alerts or checkpoints: "
-            f"{_with_range(validated, _ratio)} of the bare loop. At the 0.5× target, the "
-            f"sliding window, min/max/last, compensated sums, the alert check and checkpoints "
-            f"would have to fit in {left} per line on top of parsing and validating it."
+            f"{_with_range(validated, _ratio)} of the bare loop. "
+            + (
+                f"At the 0.5× target, {rest} would have to fit in {left:,.0f} ns per line on "
+                "top of parsing and validating it."
+                if left > 0
+                else f"Parsing and validating alone miss the 0.5× target, before {rest}."
+            )
         )
         add("")
     value = _median(ratio)
