@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
+
+from iotmon.kafka_admin import ensure_topic
 
 __all__ = ["BENCH_KAFKA_PORT", "Broker"]
 
@@ -24,15 +26,25 @@ class Broker:
     """Either an external broker (``--bootstrap-servers``, left alone apart from deleting the
     bench's topics) or a fresh one the bench starts and stops itself."""
 
-    def __init__(self, external: str | None, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, external: str | None, log: Callable[[str], None], *, port: int = BENCH_KAFKA_PORT
+    ) -> None:
         self.external = external
-        self.bootstrap = external or f"127.0.0.1:{BENCH_KAFKA_PORT}"
+        self.port = port
+        self.bootstrap = external or f"127.0.0.1:{port}"
         self._log = log
         self._started = False
         self._topics: list[str] = []
 
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _kafka_sh(self, command: str, timeout: float) -> None:
-        env = {**os.environ, "KAFKA_PORT": str(BENCH_KAFKA_PORT)}
+        env = {**os.environ, "KAFKA_PORT": str(self.port)}
         subprocess.run(
             [str(KAFKA_SH), command],
             env=env,
@@ -52,8 +64,8 @@ class Broker:
         try:
             self._kafka_sh("up", timeout=600)
         except subprocess.CalledProcessError:
-            # 39492 is inside Linux's ephemeral range: a client socket of some other program
-            # can hold it for a moment ("Address already in use"). One more try, later.
+            # The bench ports are inside Linux's ephemeral range: a client socket of another
+            # program can hold one for a moment ("Address already in use"). One more try.
             self._log("the broker did not start; trying once more in 10 s")
             time.sleep(10)
             self._kafka_sh("reset", timeout=120)
@@ -69,7 +81,7 @@ class Broker:
                 asyncio.run(self._delete(self._topics))
 
     async def create_topic(self, name: str, partitions: int = 6) -> str:
-        await self._create(name, partitions)
+        await ensure_topic(self.bootstrap, name, partitions=partitions)
         self._topics.append(name)
         return name
 
@@ -78,16 +90,6 @@ class Broker:
         self._topics.append(name)
         return name
 
-    async def _create(self, name: str, partitions: int) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1)]
-            )
-        finally:
-            await admin.close()
-
     async def _delete(self, names: list[str]) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
@@ -95,3 +97,15 @@ class Broker:
             await admin.delete_topics(names)
         finally:
             await admin.close()
+
+    async def delete_matching(self, part: str) -> None:
+        """Delete every topic whose name contains ``part``: a run's topics including those
+        iotmon made for it (dead letters, changelogs)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            names = [t for t in await admin.list_topics() if part in t]
+        finally:
+            await admin.close()
+        if names:
+            await self._delete(names)

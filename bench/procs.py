@@ -33,7 +33,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 @dataclass(slots=True)
 class RunResult:
     label: str
-    argv: list[str]
     returncode: int
     spawn: float
     exited: float
@@ -60,10 +59,14 @@ class RunResult:
         value = self.marks.get(name)
         return float(value) if isinstance(value, int | float) else None
 
+    def since_spawn(self, mark: str) -> float | None:
+        """Seconds from process start to the time mark ``mark`` the process wrote."""
+        value = self.mark(mark)
+        return None if value is None else value - self.spawn
+
     def startup(self) -> float | None:
         """Process start to the first reading processed, seconds."""
-        first = self.mark("first")
-        return None if first is None else first - self.spawn
+        return self.since_spawn("first")
 
     def steady_rate(self) -> float | None:
         """Readings per second from the first processed batch to the last one, not counting
@@ -97,7 +100,6 @@ def run(
     timeout: float,
     result_file: Path | None = None,
     env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
     stdout: Path | None = None,
     sample_tree: bool = False,
 ) -> RunResult:
@@ -116,7 +118,6 @@ def run(
             stdout=out,
             stderr=err,
             env=dict(env) if env is not None else None,
-            cwd=cwd,
             start_new_session=True,
         )
         waited: dict[str, Any] = {}
@@ -160,7 +161,6 @@ def run(
             marks = json.loads(result_file.read_text())
     return RunResult(
         label=label,
-        argv=list(argv),
         returncode=proc.returncode,
         spawn=spawn,
         exited=waited["exited"],

@@ -23,11 +23,11 @@ from pathlib import Path
 from bench.broker import Broker
 from bench.cli import lock_or_none
 from bench.environment import REPO, ensure_py_spy
+from bench.plan import Plan
+from bench.scenarios import IOTMON, START
 
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".cache" / "bench" / "profile"
-IOTMON = str(Path(sys.executable).with_name("iotmon"))
-RUNNER = REPO / "bench" / "peers" / "iotmon_run.py"
 SAMPLES_PER_SECOND = 250
 
 
@@ -38,8 +38,7 @@ def _profile(py_spy: Path, label: str, args: list[str], top: int) -> str:
     argv = [
         str(py_spy), "record", "--format", "raw", "--rate", str(SAMPLES_PER_SECOND),
         "--nonblocking", "--output", str(raw), "--",
-        sys.executable, str(RUNNER), str(WORK / f"{label}.marks.json"),
-        "consume", "--once", "--no-live",
+        IOTMON, "consume", "--once", "--no-live",
         "--state-dir", str(state), "--outbox", str(state / "outbox"), *args,
     ]  # fmt: skip
     started = time.monotonic()
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run(
         [
             IOTMON, "simulate", "--devices", str(args.devices), "--count", str(args.readings),
-            "--seed", "20260101", "--start", "2026-01-01T00:00:00Z", "--output", str(readings),
+            "--seed", str(Plan().seed), "--start", START, "--output", str(readings),
             "--quiet",
         ],
         check=True,

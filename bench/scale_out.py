@@ -31,52 +31,16 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.broker import Broker
+from bench.scenarios import START
 from iotmon.kafka_admin import ensure_topic
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "dev" / "kafka" / "kafka.sh"
+# Away from the main bench's broker (39492) and the test suite's (39092).
 PORT = 39592
-START = "2026-01-01T00:00:00Z"
 
 
 def say(message: str) -> None:
     print(f"[scale-out] {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------- broker
-
-
-class Broker:
-    def __init__(self, external: str | None) -> None:
-        self.bootstrap = external or f"127.0.0.1:{PORT}"
-        self._own = external is None
-
-    def __enter__(self) -> Broker:
-        if self._own:
-            say(f"starting a broker on {self.bootstrap}")
-            self._sh("reset")
-            self._sh("up")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._own:
-            self._sh("reset")
-
-    def _sh(self, command: str) -> None:
-        env = {**os.environ, "KAFKA_PORT": str(PORT)}
-        subprocess.run([str(KAFKA_SH), command], env=env, check=True, stdout=subprocess.DEVNULL)
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    """The bench's topics on an external broker: data, dead letters, changelogs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if prefix in t]
-        if doomed:
-            await admin.delete_topics(doomed)
-    finally:
-        await admin.close()
 
 
 async def committed(bootstrap: str, group: str) -> int:
@@ -273,12 +237,13 @@ def table(rows: Sequence[Throughput], restored: Restore | None, cores: int) -> s
 
 
 def run(args: argparse.Namespace) -> str:
-    with Broker(args.bootstrap_servers) as broker, tempfile.TemporaryDirectory() as tmp:
+    broker = Broker(args.bootstrap_servers, say, port=PORT)
+    with broker, tempfile.TemporaryDirectory() as tmp:
         try:
             return _measure(args, broker, Path(tmp))
         finally:
             if args.bootstrap_servers:
-                asyncio.run(delete_topics(broker.bootstrap, "bench-"))
+                asyncio.run(broker.delete_matching("bench-"))
 
 
 def _measure(args: argparse.Namespace, broker: Broker, root: Path) -> str:

@@ -18,7 +18,6 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from bench.plan import Plan
 from bench.procs import RunResult, run
 from bench.smtp_sink import SmtpSink
 from bench.stats import Summary, percentile, summarize
+from iotmon.simulate import format_line
 
 __all__ = ["Bench"]
 
@@ -69,7 +69,6 @@ class Bench:
         # Filled by `data`; other scenarios create what they need if `data` was not run.
         self.topics_1m: list[str] = []
         self.file_2m: Path | None = None
-        self.tiny_topic: str | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -202,12 +201,10 @@ class Bench:
         shutil.rmtree(d / "state", ignore_errors=True)
         return result
 
-    def _spark(
-        self, label: str, topic: str, key: str, *, extra: list[str] | None = None
-    ) -> RunResult:
+    def _spark(self, label: str, topic: str, key: str) -> RunResult:
         d = self._dir(label)
         result = self._run_peer(
-            self._spark_argv(d, topic, key, mode="aggregate") + (extra or []),
+            self._spark_argv(d, topic, key, mode="aggregate"),
             d,
             label=label,
             timeout=900,
@@ -427,17 +424,13 @@ class Bench:
                 "runs": len(results),
                 "failed": [r.failure() for r in results if not r.ok],
                 "readings": results[0].marks.get("count"),
-                "rate": _summary([r.steady_rate() for r in good]),
-                "startup_s": _summary([self._first_seen(name, r) for r in good]),
-                "wall_s": _summary([r.wall for r in good]),
-                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in good]),
+                **self._run_summary(name, results, rate=RunResult.steady_rate),
             }
             if name != "iotmon":
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
             if name == "bare_parse":
                 entry["over_bare"] = _summary(_paired_ratios(results, runs["bare"]))
             if name == "spark":
-                entry["session_s"] = _summary([_delta(r, "session") for r in good])
                 entry["batches"] = [r.marks.get("batches") for r in good]
                 entry["groups"] = [r.marks.get("groups") for r in good]
             systems[name] = entry
@@ -450,10 +443,26 @@ class Bench:
             "systems": systems,
         }
 
+    def _run_summary(
+        self, name: str, results: list[RunResult], **extra: Callable[[RunResult], float | None]
+    ) -> dict[str, Any]:
+        """Medians [min–max] over the successful runs of system ``name``: start-up, wall
+        time, peak RSS (PySpark: also when its session was ready) and each of ``extra``."""
+        measures: dict[str, Callable[[RunResult], float | None]] = {
+            **extra,
+            "startup_s": lambda r: self._first_seen(name, r),
+            "wall_s": lambda r: r.wall,
+            "peak_rss_bytes": lambda r: r.peak_rss_bytes,
+        }
+        if name == "spark":
+            measures["session_s"] = lambda r: r.since_spawn("session")
+        good = [r for r in results if r.ok]
+        return {key: _summary([measure(r) for r in good]) for key, measure in measures.items()}
+
     @staticmethod
     def _first_seen(name: str, result: RunResult) -> float | None:
         if name == "spark":
-            return _delta(result, "last")  # one micro-batch: its end is the first output
+            return result.since_spawn("last")  # one micro-batch: its end is the first output
         return result.startup()
 
     def _check_count(self, result: RunResult, expected: int) -> None:
@@ -462,9 +471,7 @@ class Bench:
             self.notes.append(f"{result.label}: processed {count} readings, expected {expected}")
 
     def _validate_iotmon(self, result: RunResult, expected: int) -> None:
-        count = result.marks.get("count")
-        if result.ok and count != expected:
-            self.notes.append(f"{result.label}: processed {count} readings, expected {expected}")
+        self._check_count(result, expected)
         stdout = result.log.with_name("stdout.json") if result.log else None
         if result.ok and stdout is not None and stdout.exists() and stdout.stat().st_size:
             with contextlib.suppress(ValueError):
@@ -493,18 +500,14 @@ class Bench:
             bare.append(self._bare_file(self.file_2m))
             validated.append(self._bare_file(self.file_2m, validate=True))
 
-        def system(results: list[RunResult]) -> dict[str, Any]:
-            return {
-                "rate": _summary([r.steady_rate() for r in results if r.ok]),
-                "wall_s": _summary([r.wall for r in results if r.ok]),
-                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in results if r.ok]),
-            }
+        def system(name: str, results: list[RunResult]) -> dict[str, Any]:
+            return self._run_summary(name, results, rate=RunResult.steady_rate)
 
         self.results["file"] = {
             "lines": plan.file_lines,
-            "iotmon": system(iotmon),
-            "bare": system(bare),
-            "bare_validated": system(validated),
+            "iotmon": system("iotmon", iotmon),
+            "bare": system("bare", bare),
+            "bare_validated": system("bare_validated", validated),
             "iotmon_over_bare": _summary(_paired_ratios(iotmon, bare)),
             "validated_over_bare": _summary(_paired_ratios(validated, bare)),
             "iotmon_over_bare_wall": _summary(
@@ -517,35 +520,24 @@ class Bench:
     def startup(self) -> None:
         """Process start → first reading processed, on a topic of 30 readings."""
         plan = self.plan
-        self.tiny_topic = self._topic_from("tiny", devices=1, count=30, period=10.0)
+        tiny_topic = self._topic_from("tiny", devices=1, count=30, period=10.0)
         self.log(f"start-up: process start → first reading processed, x{plan.reps} interleaved")
         runs: dict[str, list[RunResult]] = {"iotmon": [], "quix": [], "spark": []}
         for rep in range(plan.reps):
             self.log(f" round {rep + 1}/{plan.reps}")
-            runs["iotmon"].append(self._iotmon_kafka("iotmon-startup", self.tiny_topic))
+            runs["iotmon"].append(self._iotmon_kafka("iotmon-startup", tiny_topic))
             if self._has("quix"):
-                result = self._quix("quix-startup", self.tiny_topic, 30, "sliding")
+                result = self._quix("quix-startup", tiny_topic, 30, "sliding")
                 runs["quix"].append(result)
                 if not result.ok:
                     self._disable("quix", result)
             if self._has("spark"):
-                result = self._spark("spark-startup", self.tiny_topic, "id_equipamento")
+                result = self._spark("spark-startup", tiny_topic, "id_equipamento")
                 runs["spark"].append(result)
                 if not result.ok:
                     self._disable("spark", result)
         self.results["startup"] = {
-            name: {
-                "startup_s": _summary([self._first_seen(name, r) for r in results if r.ok]),
-                "wall_s": _summary([r.wall for r in results if r.ok]),
-                "peak_rss_bytes": _summary([r.peak_rss_bytes for r in results if r.ok]),
-                **(
-                    {"session_s": _summary([_delta(r, "session") for r in results if r.ok])}
-                    if name == "spark"
-                    else {}
-                ),
-            }
-            for name, results in runs.items()
-            if results
+            name: self._run_summary(name, results) for name, results in runs.items() if results
         }
 
     # -- memory ------------------------------------------------------------------------
@@ -570,13 +562,7 @@ class Bench:
                 by_size[n].append(self._iotmon_file(f"iotmon-mem-{n}", path, json_out=False))
         for path in files.values():
             path.unlink()
-        base = summarize([r.peak_rss_bytes for r in by_size[0] if r.ok])
-        held_base = summarize([r.mark("rss_last_batch") for r in by_size[0] if r.ok])
-        iotmon_file: dict[str, Any] = {
-            "baseline_peak_rss_bytes": base.to_json() if base else None,
-            "baseline_held_rss_bytes": held_base.to_json() if held_base else None,
-            "points": {},
-        }
+        iotmon_file: dict[str, Any] = {"points": {}}
         for n in plan.memory_devices:
             iotmon_file["points"][str(n)] = _memory_point(by_size[n], by_size[0], n)
 
@@ -631,7 +617,7 @@ class Bench:
         out["iotmon"] = asyncio.run(self._latency("iotmon"))
         # With a changelog (the default where iotmon has one) notifications wait for the
         # checkpoint that records them as announced; without it they go out at once.
-        if plan.latency_variants and "--no-changelog" in self._consume_help():
+        if plan.latency_variants:
             out["iotmon_no_changelog"] = asyncio.run(
                 self._latency("iotmon", extra=["--no-changelog"])
             )
@@ -639,18 +625,6 @@ class Bench:
             out["spark"] = asyncio.run(self._latency("spark"))
             out["spark_poll_s"] = plan.spark_poll
         self.results["latency"] = out
-
-    def _consume_help(self) -> str:
-        import subprocess
-
-        done = subprocess.run(
-            [IOTMON, "consume", "--help"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-        )
-        return done.stdout
 
     async def _latency(
         self, system: str, extra: tuple[str, ...] | list[str] = ()
@@ -782,18 +756,12 @@ class Bench:
 
 def _reading(device: str, sensor: str, temperature: float) -> bytes:
     """A reading in the seed's layout, event time now."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return orjson.dumps(
-        {
-            "id_sensor": f"Sensor-{device}",
-            "id_equipamento": device,
-            "sensor": sensor,
-            "data_evento": stamp,
-            "padrao": {
-                "formato": "iot:leitura:sensor:temp",
-                "leitura": {"temperatura": temperature},
-            },
-        }
+    return format_line(
+        id_sensor=f"Sensor-{device}",
+        id_equipamento=device,
+        sensor=sensor,
+        event_us=time.time_ns() // 1000,
+        temperature=temperature,
     )
 
 
@@ -831,11 +799,6 @@ def _memory_point(
             (held.median - held_base.median) / devices if held and held_base else None
         ),
     }
-
-
-def _delta(result: RunResult, mark: str) -> float | None:
-    value = result.mark(mark)
-    return None if value is None else value - result.spawn
 
 
 def _paired_ratios(base: list[RunResult], peer: list[RunResult]) -> list[float | None]:
