@@ -7,7 +7,7 @@ dir is only a cache that saves the download when it already holds the latest che
 Records (input partition ``sensoresInfos:3`` → changelog partition ``3 % partitions``):
 
 ``sensoresInfos:3#<checkpoint>#<i>`` — *chunk* ``i`` of the checkpoint payload, which is
-    byte for byte the local checkpoint file (``PartitionState.to_state`` + format, version,
+    byte for byte the local checkpoint file (``PartitionState.to_document`` + format, version,
     position). Payloads are cut into chunks of :data:`CHUNK_BYTES` so a partition of any
     size fits the broker's default 1 MB record limit without touching cluster settings.
 ``sensoresInfos:3`` — the *manifest*, written after every chunk is acknowledged: which
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
@@ -40,10 +39,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.partitioner import murmur2
 
 from iotmon.encoding import Fragments, rechunk, sha256_of, size_of
-from iotmon.kafka_admin import KafkaUnavailableError, ensure_topic, unreachable_message
+from iotmon.kafka_admin import (
+    KafkaUnavailableError,
+    ensure_topic,
+    partitions_of,
+    unreachable_message,
+)
+from iotmon.sources.kafka import partition_name
 
 __all__ = [
     "CHUNK_BYTES",
@@ -94,10 +98,7 @@ def changelog_partition(name: str, partitions: int) -> int:
     """The changelog partition holding input partition ``name``'s checkpoints: the input
     partition number modulo the changelog's partitions, so each input partition of one
     topic has a changelog partition of its own (and its restore reads nothing else)."""
-    _, _, number = name.rpartition(":")
-    if number.isdigit():
-        return int(number) % partitions
-    return int(murmur2(name.encode()) & 0x7FFFFFFF) % partitions
+    return int(split_partition_name(name).partition) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,6 @@ class Found:
     checkpoint: str
     position: dict[str, Any] | None
     payload: bytes | None
-    ref: ChangelogRef | None
 
 
 @dataclass(slots=True)
@@ -198,8 +198,6 @@ class KafkaChangelog:
         # Chunks of the checkpoint each partition's manifest points at now: tombstoned once
         # a newer manifest is written.
         self._current: dict[str, tuple[str, int]] = {}
-        self.bytes_written = 0
-        self.bytes_read = 0
 
     @property
     def exactly_once(self) -> bool:
@@ -288,10 +286,7 @@ class KafkaChangelog:
 
     async def _count(self, topic: str) -> int:
         assert self._admin is not None
-        for entry in await self._admin.describe_topics([topic]):
-            if isinstance(entry, dict) and entry.get("topic") == topic:
-                return len(entry.get("partitions") or [])
-        return 0
+        return len(await partitions_of(self._admin, topic))
 
     async def close(self) -> None:
         if self._warm_up is not None:
@@ -323,17 +318,16 @@ class KafkaChangelog:
         """Write checkpoints (chunks, then manifests, then tombstones for the chunks they
         replace) and wait until Kafka has them; returns where each one lives."""
         producer = self.producer
-        chunk_futures: list[tuple[Checkpoint, list[asyncio.Future[Any]]]] = []
+        chunk_futures: list[tuple[Checkpoint, int, list[asyncio.Future[Any]]]] = []
         for cp in checkpoints:
             target = changelog_partition(cp.partition, self._partitions)
             futures = []
             for i, chunk in enumerate(rechunk(cp.payload, CHUNK_BYTES)):
                 key = f"{cp.partition}#{cp.checkpoint}#{i}".encode()
                 futures.append(await producer.send(self.topic, chunk, key=key, partition=target))
-            chunk_futures.append((cp, futures))
-            self.bytes_written += size_of(cp.payload)
-        manifests: list[tuple[Checkpoint, list[int], asyncio.Future[Any]]] = []
-        for cp, futures in chunk_futures:
+            chunk_futures.append((cp, target, futures))
+        manifests: list[tuple[Checkpoint, int, list[int], asyncio.Future[Any]]] = []
+        for cp, target, futures in chunk_futures:
             offsets = [meta.offset for meta in await asyncio.gather(*futures)]
             doc = {
                 "format": FORMAT,
@@ -345,16 +339,14 @@ class KafkaChangelog:
                 "sha256": sha256_of(cp.payload),
                 "position": cp.position,
             }
-            target = changelog_partition(cp.partition, self._partitions)
             future = await producer.send(
                 self.topic, orjson.dumps(doc), key=cp.partition.encode(), partition=target
             )
-            manifests.append((cp, offsets, future))
+            manifests.append((cp, target, offsets, future))
         refs: dict[str, ChangelogRef] = {}
         tombstones = []
-        for cp, offsets, future in manifests:
+        for cp, target, offsets, future in manifests:
             meta = await future
-            target = changelog_partition(cp.partition, self._partitions)
             refs[cp.partition] = ChangelogRef(
                 target, offsets[0], meta.offset, len(offsets), cp.checkpoint
             )
@@ -395,7 +387,7 @@ class KafkaChangelog:
                 start = ref.first
             target = changelog_partition(name, self._partitions)
             by_target.setdefault(target, {})[name] = start
-        wanted = {name for starts in by_target.values() for name in starts}
+        wanted = set(names)
         # An indexed checkpoint is committed, so it becomes readable; it may sit behind an
         # open transaction of another (crashed) instance for a while.
         until: dict[int, int] = {}
@@ -439,19 +431,18 @@ class KafkaChangelog:
         for manifest in reversed(manifests.get(name, [])):
             if manifest.checkpoint == known:
                 self._current[name] = (manifest.checkpoint, len(manifest.chunk_offsets))
-                return Found(manifest.checkpoint, manifest.position, None, None)
+                return Found(manifest.checkpoint, manifest.position, None)
             payload = _join(manifest, chunks)
             if payload is None:
                 # Chunks before where this read started or compacted away; an older
                 # complete manifest is still a valid (older) state, so keep looking.
                 continue
             self._current[name] = (manifest.checkpoint, len(manifest.chunk_offsets))
-            self.bytes_read += len(payload)
-            return Found(manifest.checkpoint, manifest.position, payload, None)
+            return Found(manifest.checkpoint, manifest.position, payload)
         if ref is not None and ref.checkpoint == known:
             # Nothing newer after the indexed checkpoint, which the caller holds.
             self._current[name] = (ref.checkpoint, ref.chunks)
-            return Found(ref.checkpoint, None, None, ref)
+            return Found(ref.checkpoint, None, None)
         return None
 
     async def _index(self, names: Collection[str]) -> dict[str, ChangelogRef]:
@@ -466,7 +457,7 @@ class KafkaChangelog:
                 continue
             ref = ChangelogRef.parse(entry.metadata)
             if ref is not None:
-                index[f"{tp.topic}:{tp.partition}"] = ref
+                index[partition_name(tp)] = ref
         return index
 
     async def _read(
@@ -601,7 +592,7 @@ def _join(manifest: _Manifest, chunks: dict[bytes, tuple[int, bytes]]) -> bytes 
             return None
         parts.append(found[1])
     payload = b"".join(parts)
-    if len(payload) != manifest.size or hashlib.sha256(payload).hexdigest() != manifest.sha256:
+    if len(payload) != manifest.size or sha256_of(payload) != manifest.sha256:
         log.warning(
             "changelog checkpoint %s of %s does not match its manifest; ignored",
             manifest.checkpoint,

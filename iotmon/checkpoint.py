@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import logging
 import os
 import uuid
 from pathlib import Path
@@ -35,7 +34,6 @@ __all__ = [
     "partition_filename",
 ]
 
-log = logging.getLogger(__name__)
 
 FORMAT: Final = "iotmon-checkpoint"
 VERSION: Final = 1
@@ -76,17 +74,18 @@ class StagedFile:
     def commit(self) -> None:
         """fsync it, rename it over the target, fsync the directory (blocking: run it in a
         thread)."""
-        fd = os.open(self._tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(self._tmp)
         os.replace(self._tmp, self._target)
-        directory = os.open(self._target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _fsync(self._target.parent)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory by name."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read(path: Path, *, kind: str) -> dict[str, Any]:
@@ -115,14 +114,21 @@ def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
     return doc
 
 
-def decode_partition(partition: str, payload: bytes, *, origin: str) -> dict[str, Any]:
-    """A partition checkpoint from elsewhere (the changelog), checked like a local file."""
+def decode_partition(
+    partition: str, payload: bytes, *, origin: str, hint: str = ""
+) -> dict[str, Any]:
+    """A partition checkpoint (a local file or a changelog record), checked: format,
+    version and that it is ``partition``'s; ``hint`` is appended to the error saying not."""
     doc = _decode(payload, origin=origin, kind="partition")
     if doc.get("partition") != partition:
         raise CheckpointError(
-            f"{origin} belongs to partition {doc.get('partition')!r}, not {partition!r}"
+            f"{origin} belongs to partition {doc.get('partition')!r}, not {partition!r}{hint}"
         )
     return doc
+
+
+def _partition_document(partition: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"format": FORMAT, "version": VERSION, "partition": partition, **body}
 
 
 class StateDir:
@@ -162,13 +168,12 @@ class StateDir:
         path = self.partition_path(partition)
         if not path.exists():
             return None
-        doc = _read(path, kind="partition")
-        if doc.get("partition") != partition:
-            raise CheckpointError(
-                f"{path} belongs to partition {doc.get('partition')!r}, not {partition!r}; "
-                "remove it or use another --state-dir"
-            )
-        return doc
+        return decode_partition(
+            partition,
+            path.read_bytes(),
+            origin=str(path),
+            hint="; remove it or use another --state-dir",
+        )
 
     def partitions(self) -> list[dict[str, Any]]:
         if not self.partitions_dir.exists():
@@ -180,9 +185,7 @@ class StateDir:
     def encode_partition(self, partition: str, body: dict[str, Any]) -> list[bytes]:
         """Serialise now (in the event loop, so the snapshot is consistent); ``body`` may
         hold :class:`~iotmon.encoding.Chunked` members."""
-        return encode_document(
-            {"format": FORMAT, "version": VERSION, "partition": partition, **body}
-        )
+        return encode_document(_partition_document(partition, body))
 
     def stage_partition(self, partition: str, body: dict[str, Any]) -> StagedFile:
         """:meth:`encode_partition` straight into a temporary file beside the checkpoint, so
@@ -192,10 +195,7 @@ class StateDir:
         path = self.partition_path(partition)
         tmp = _temporary(path)
         with tmp.open("wb") as handle:
-            encode_document(
-                {"format": FORMAT, "version": VERSION, "partition": partition, **body},
-                write=handle.write,
-            )
+            encode_document(_partition_document(partition, body), write=handle.write)
         return StagedFile(tmp, path)
 
     def cache_partition(self, partition: str, payload: bytes | Fragments) -> None:
@@ -233,35 +233,3 @@ class StateDir:
         made = uuid.uuid4().hex[:12]
         _write_atomically(path, made.encode("ascii") + b"\n")
         return made
-
-    def discard_notifications_after(self, seq: int) -> list[str]:
-        """Delete the outbox's pending notifications queued after ``seq`` (a checkpoint
-        that did not become durable): their changes are still queued in the partitions'
-        checkpoints, and whichever instance owns those partitions now announces them.
-
-        Runs before the outbox is opened; the layout is the outbox's documented one,
-        ``notifications/pending/<digest_id>.json`` with a ``seq`` field."""
-        pending = self.root / "notifications" / "pending"
-        if not pending.is_dir():
-            return []
-        dropped = []
-        for path in sorted(pending.glob("*.json")):
-            try:
-                record_seq = int(orjson.loads(path.read_bytes())["seq"])
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # the outbox reports unreadable records itself when it loads them
-            if record_seq > seq:
-                path.unlink(missing_ok=True)
-                dropped.append(path.stem)
-        if dropped:
-            directory = os.open(pending, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-            log.info(
-                "dropped %d notification(s) queued after the last durable checkpoint; the "
-                "owners of their partitions announce them again",
-                len(dropped),
-            )
-        return dropped

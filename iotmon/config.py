@@ -153,7 +153,7 @@ def build_settings(
     from iotmon.alerts import AlertSettings, RuleOverride
     from iotmon.notify import EmailSettings, SmtpSettings, read_smtp_password
     from iotmon.parse import ParseSettings
-    from iotmon.settings import Settings, SourceSettings
+    from iotmon.settings import GUARANTEES, Settings, SourceSettings
     from iotmon.sources.kafka import KafkaSettings
     from iotmon.stats import WindowSpec
 
@@ -231,7 +231,7 @@ def build_settings(
             guarantee=_choice(  # type: ignore[arg-type]
                 "guarantee",
                 v.get("guarantee", "at-least-once"),
-                ("at-least-once", "exactly-once"),
+                GUARANTEES,
             ),
         )
     except ConfigError:

@@ -103,8 +103,7 @@ async def _create_if_missing(
     # Listing all topics, not describing this one: a metadata request naming a missing topic
     # makes a broker with auto.create.topics.enable create it with its default partitions.
     if topic in await admin.list_topics():
-        existing = _find(await admin.describe_topics([topic]), topic) or {}
-        have = len(existing.get("partitions") or [])
+        have = len(await partitions_of(admin, topic))
         if have and have != partitions:
             log.warning(
                 "topic %s already exists with %d partitions (wanted %d); left unchanged",
@@ -138,6 +137,13 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topic: str, timeout_s: f
                 "is the broker healthy? (check its log)"
             )
         await asyncio.sleep(0.1)
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
+    """The partition numbers of ``topic``, in order; empty while it has none (or is not
+    there: describe a topic only once it is listed, see :func:`_create_if_missing`)."""
+    found = _find(await admin.describe_topics([topic]), topic) or {}
+    return sorted(int(p["partition"]) for p in found.get("partitions") or [])
 
 
 def _find(described: list[Any], topic: str) -> dict[str, Any] | None:

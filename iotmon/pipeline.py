@@ -145,8 +145,6 @@ class Pipeline:
         shared = isinstance(self._source, KafkaSource) and self._source.settings.changelog
         process = self.state_dir.load_process()
         mark = None if process is None else process.get("outbox_seq")
-        if shared and mark is not None:
-            self.state_dir.discard_notifications_after(int(mark))
         self._gate = _CommitGate(
             self._notifier_override or build_notifier(settings.email),
             holding=shared,
@@ -159,6 +157,14 @@ class Pipeline:
             state_dir=settings.state_dir,
             alerts_log=settings.alerts_log,
         )
+        if shared and mark is not None:
+            dropped = self._alerter.outbox.discard_after(int(mark))
+            if dropped:
+                log.info(
+                    "dropped %d notification(s) queued after the last durable checkpoint; the "
+                    "owners of their partitions announce them again",
+                    len(dropped),
+                )
         self._gate.bind(self._alerter.outbox, released=None if mark is None else int(mark))
         if process is not None:
             self._alerter.restore(process.get("alerter", {}))
@@ -276,7 +282,7 @@ class Pipeline:
                 if isinstance(batch, Batch):
                     # A batch fetched before a rebalance is not applied: the rebalance sought
                     # every assigned partition to its state's position, so it comes again.
-                    if batch.partition not in self._blocked and not self._outdated(batch):
+                    if batch.partition not in self._blocked and not self._outdated():
                         self._apply_watching_devices(batch)
                     self._idle_since = None
                 else:
@@ -323,8 +329,8 @@ class Pipeline:
         if self._failure is not None:
             raise self._failure
 
-    def _outdated(self, batch: Batch) -> bool:
-        return isinstance(self._source, KafkaSource) and self._source.outdated(batch)
+    def _outdated(self) -> bool:
+        return isinstance(self._source, KafkaSource) and self._source.outdated()
 
     async def _next(self, batches: Any) -> Batch | object | None:
         stop = asyncio.ensure_future(self._stopping.wait())

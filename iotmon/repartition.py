@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from iotmon.kafka_admin import KafkaUnavailableError, unreachable_message
+from iotmon.kafka_admin import KafkaUnavailableError, partitions_of, unreachable_message
 from iotmon.produce import DEFAULT_KEY_FIELD, KafkaLoader, ProducerSettings, ProduceStats
 from iotmon.progress import Progress
 
@@ -204,14 +205,23 @@ def _merge(
         return high is not None and fetched_to[tp] >= high
 
     lines: list[bytes] = []
-    while True:
-        heads = [(q[0].timestamp, q[0].offset, tp) for tp, q in buffered.items() if q]
-        if not heads or any(not q and not exhausted(tp) for tp, q in buffered.items()):
-            return lines
-        _, _, tp = min(heads, key=lambda h: (h[0], h[1], h[2].partition))
-        record = buffered[tp].popleft()
+    if any(not q and not exhausted(tp) for tp, q in buffered.items()):
+        return lines
+    # Heads in (timestamp, offset, partition) order; after a take only that partition's
+    # head changes, so it alone is pushed again or, once drained, checked for exhaustion.
+    heads = [(q[0].timestamp, q[0].offset, tp.partition, tp) for tp, q in buffered.items() if q]
+    heapq.heapify(heads)
+    while heads:
+        tp = heapq.heappop(heads)[3]
+        queue = buffered[tp]
+        record = queue.popleft()
         lines.append(record.value or b"")
         done[tp] = record.offset + 1
+        if queue:
+            heapq.heappush(heads, (queue[0].timestamp, queue[0].offset, tp.partition, tp))
+        elif not exhausted(tp):
+            break
+    return lines
 
 
 async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
@@ -220,16 +230,10 @@ async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
         await admin.start()
         if topic not in await admin.list_topics():
             raise RepartitionError(f"topic {topic!r} does not exist; check --from-topic")
-        described = await admin.describe_topics([topic])
+        numbers = await partitions_of(admin, topic)
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    numbers = sorted(
-        p["partition"]
-        for entry in described
-        if isinstance(entry, dict) and entry.get("topic") == topic
-        for p in entry.get("partitions") or []
-    )
     if not numbers:
         raise RepartitionError(f"topic {topic!r} has no partitions yet; try again")
     return [TopicPartition(topic, n) for n in numbers]
@@ -240,10 +244,10 @@ async def _resume(
 ) -> dict[TopicPartition, int]:
     """Seek to this job's committed offsets, else to the beginning; returns the positions."""
     starts = await consumer.beginning_offsets(partitions)
+    committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
     positions = {}
-    for tp in partitions:
-        committed = await consumer.committed(tp)
-        offset = committed if committed is not None and committed >= 0 else starts[tp]
+    for tp, mark in zip(partitions, committed, strict=True):
+        offset = mark if mark is not None and mark >= 0 else starts[tp]
         consumer.seek(tp, offset)
         positions[tp] = int(offset)
     return positions

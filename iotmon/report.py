@@ -98,7 +98,12 @@ class DeviceSummaries(Mapping[str, DeviceSummary]):
         return iter(self._sorted_keys())
 
     def __len__(self) -> int:
-        return len(self._sorted_keys())
+        # Counted without sorting: a live view shows the count of a million devices often.
+        if self._keys is not None:
+            return len(self._keys)
+        if len(self._tables) == 1:
+            return len(self._tables[0])
+        return len(set().union(*self._tables))
 
     def __contains__(self, key: object) -> bool:
         return any(key in t for t in self._tables)

@@ -71,6 +71,19 @@ def test_queue_order_is_kept_across_a_restart(tmp_path: Path) -> None:
     ]
 
 
+def test_notifications_queued_after_a_mark_are_discarded_for_good(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path)
+    for n in (1, 2, 3):
+        outbox.put(notification(n))
+    mark = outbox.pending()[0].seq
+    assert outbox.discard_after(mark) == [notification(n).digest.digest_id for n in (2, 3)]
+    kept = [notification(1).digest.digest_id]
+    assert [e.digest_id for e in outbox.pending()] == kept
+    assert [e.digest_id for e in Outbox(tmp_path).pending()] == kept
+    # Discarded, not delivered: the partitions' owner may queue the same digest again.
+    assert outbox.state_of(notification(2).digest.digest_id) is None
+
+
 def test_a_known_digest_is_not_queued_again_pending_sent_or_failed(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path)
     assert outbox.put(notification(1))

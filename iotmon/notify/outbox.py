@@ -147,6 +147,20 @@ class Outbox:
         (self._pending_dir / name).unlink(missing_ok=True)
         _fsync_dir(self._pending_dir)
 
+    def discard_after(self, seq: int) -> list[str]:
+        """Delete the pending notifications queued after ``seq``; returns their digest ids.
+
+        For a restart after a checkpoint that never became durable: those notifications'
+        changes are still queued in the partitions' checkpoints, and whoever owns the
+        partitions now announces them (see the pipeline's commit gate)."""
+        dropped = [digest_id for digest_id, entry in self._pending.items() if entry.seq > seq]
+        for digest_id in dropped:
+            del self._pending[digest_id]
+            (self._pending_dir / _filename(digest_id)).unlink(missing_ok=True)
+        if dropped:
+            _fsync_dir(self._pending_dir)
+        return dropped
+
     # -- internals ---------------------------------------------------------------------
 
     def _write(self, path: Path, payload: bytes) -> None:

@@ -166,16 +166,18 @@ class KafkaSource:
         assert consumer is not None
         if not tps:
             return {}, {}
-        starts: dict[TopicPartition, int] = {}
-        for tp in tps:
-            committed = await consumer.committed(tp)
-            if committed is not None and committed >= 0:
-                starts[tp] = int(committed)
+        ordered = list(tps)
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in ordered))
+        starts = {
+            tp: int(offset)
+            for tp, offset in zip(ordered, committed, strict=True)
+            if offset is not None and offset >= 0
+        }
         rest = [tp for tp in tps if tp not in starts]
         earliest = self.settings.start_from == "earliest"
         beginnings, ends = await asyncio.gather(
             consumer.beginning_offsets(rest) if rest and earliest else _nothing(),
-            consumer.end_offsets(list(tps)) if self.once or not earliest else _nothing(),
+            consumer.end_offsets(ordered) if self.once or not earliest else _nothing(),
         )
         edges = beginnings if earliest else ends
         starts.update({tp: int(edges[tp]) for tp in rest})
@@ -203,9 +205,9 @@ class KafkaSource:
             with contextlib.suppress(IllegalStateError):
                 self._consumer.seek(tp, offset)
 
-    def outdated(self, batch: Batch) -> bool:
-        """Whether a rebalance happened since ``batch`` (the last one yielded) was fetched:
-        it then must not be applied, the partition is read again from its state's position."""
+    def outdated(self) -> bool:
+        """Whether a rebalance happened since the last batch yielded was fetched: it then
+        must not be applied, its partition is read again from its state's position."""
         return self._yielded != self._generation
 
     def _caught_up(self) -> bool:
@@ -271,10 +273,10 @@ class KafkaSource:
             for name, position in positions.items()
             if name in self._partitions
         }
-        self.committed = False
         if not offsets:
             self.committed = True
             return
+        self.committed = False
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
