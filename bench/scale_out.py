@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.broker import Broker
 from bench.scenarios import START
@@ -48,6 +49,8 @@ async def committed(bootstrap: str, group: str) -> int:
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
+    except GroupCoordinatorNotAvailableError:
+        return 0  # a fresh broker: no group has committed anything yet
     finally:
         await admin.close()
     return sum(max(o.offset, 0) for o in offsets.values())
