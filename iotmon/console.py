@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from iotmon.display import printable
 from iotmon.parse import format_event_time
 from iotmon.report import DeviceSummaries, DeviceSummary, Report
 from iotmon.stats import DeviceStats
@@ -56,7 +57,8 @@ def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) 
         state = report.alert_states.get(key, "")
         style = "bold red" if state == "firing" else "yellow" if state == "pending" else ""
         table.add_row(
-            Text(key),
+            # A Text, not a str: rich would read "[bold]" in an id as markup.
+            Text(printable(key)),
             window,
             f"{device.mean:.2f}",
             f"{device.max:.1f}",

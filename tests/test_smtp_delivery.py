@@ -10,9 +10,12 @@ failed attempt, or on ``flush``. Backoff is shortened to milliseconds.
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import socket
 import threading
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 from typing import Any
@@ -311,6 +314,88 @@ async def test_hostile_device_id_does_not_add_recipients_or_headers(smtp_server:
     assert received.message["Bcc"] is None
     assert "\n" not in str(received.message["Subject"])
     assert b"\x00" not in received.raw
+
+
+# Ids that are RFC 2047 encoded-words: the email package used to decode them when the subject
+# was set, so their CR LF became header lines (X-Evil, Bcc) or ended the header block.
+ENCODED_WORD_IDS = [
+    ("=?utf-8?q?x=0D=0AX-Evil:_1?= tail", "=?utf-8?q?x=0D=0AX-Evil:_1?= tail"),
+    ("=?utf-8?q?x=0D=0ABcc:_eve@evil.example?=", "=?utf-8?q?x=0D=0ABcc:_eve@evil.example?="),
+    ("=?utf-8?q?x=0A=0A?=To-in-the-body", "=?utf-8?q?x=0A=0A?=To-in-the-body"),
+    ("=?utf-8?b?eA0KWC1FdmlsOiAx?=", "=?utf-8?b?eA0KWC1FdmlsOiAx?="),  # "x\r\nX-Evil: 1"
+    ("=?utf-8?q?=E2=80=AEgnp.exe?=", "=?utf-8?q?=E2=80=AEgnp.exe?="),  # an encoded U+202E
+    ("\u202egnp.exe\r\nBcc: eve@evil.example", r"\u202egnp.exe\x0d\x0aBcc: eve@evil.example"),
+    ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),
+]
+HEADERS = sorted(
+    [
+        "Subject",
+        "From",
+        "To",
+        "Date",
+        "Message-ID",
+        "Auto-Submitted",
+        "X-Iotmon-Digest",
+        "MIME-Version",
+        "Content-Type",
+    ]
+)
+
+
+def assert_well_formed(raw: bytes, shown: str) -> None:
+    """``raw`` is one digest about one device, displayed as ``shown``, with nothing added."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"^(x-evil|bcc)\s*:", raw, re.IGNORECASE | re.MULTILINE)
+    # Short lines: nothing downstream refolds (and so decodes) the subject again.
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    parsed = message_from_bytes(raw, policy=default)
+    assert isinstance(parsed, EmailMessage)
+    assert sorted(parsed.keys()) == HEADERS
+    assert parsed["To"] == "ops@plant.example"
+    assert parsed["Subject"] == f"[iotmon] 1 device above 75.0 °C: {shown}"
+    assert "\u202e" not in parsed["Subject"]
+    plain = parsed.get_body(preferencelist=("plain",))
+    markup = parsed.get_body(preferencelist=("html",))
+    assert plain is not None and markup is not None
+    assert f"  {shown}: window mean" in plain.get_content()
+    assert f"<td>{html.escape(shown)}</td>" in markup.get_content()
+    assert "<img" not in markup.get_content()
+
+
+async def test_encoded_word_ids_stay_literal_in_the_outbox_and_its_eml_files(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(tmp_path / "state")
+    worker = DeliveryWorker(outbox, EmlNotifier(tmp_path / "eml", echo=None), settings=FAST)
+    for n, (device, _) in enumerate(ENCODED_WORD_IDS):
+        assert outbox.put(notification(n, device=device))
+    assert await worker.flush(timeout=10)
+    await worker.aclose()
+    assert outbox.failed_count() == 0
+    for n, (_, shown) in enumerate(ENCODED_WORD_IDS):
+        assert outbox.state_of(f"{n:032x}") == "sent"
+        [eml] = (tmp_path / "eml").glob(f"*-{n:032x}.eml")
+        assert_well_formed(eml.read_bytes(), shown)
+
+
+async def test_encoded_word_ids_reach_the_smtp_server_as_literal_text(
+    tmp_path: Path, smtp_server: Any
+) -> None:
+    outbox = Outbox(tmp_path)
+    worker = DeliveryWorker(outbox, smtp_to(smtp_server), settings=FAST)
+    for n, (device, _) in enumerate(ENCODED_WORD_IDS):
+        assert outbox.put(notification(n, device=device))
+    assert await worker.flush(timeout=10)
+    await worker.aclose()
+    assert outbox.failed_count() == 0 and worker.stats().sent == len(ENCODED_WORD_IDS)
+    received = {
+        str(mail.message["X-Iotmon-Digest"]): mail
+        for mail in await smtp_server.wait_for(len(ENCODED_WORD_IDS))
+    }
+    for n, (_, shown) in enumerate(ENCODED_WORD_IDS):
+        mail = received[f"{n:032x}"]
+        assert mail.rcpt_tos == ("ops@plant.example",)
+        assert_well_formed(mail.raw, shown)
 
 
 # -- the whole path: readings → alerter → outbox → SMTP ------------------------------------

@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from iotmon.config import ConfigError, ConfigFile, env_var, load_config_file, register_options
+from iotmon.display import printable
 
 __all__ = [
     "CONFIG_OPTION",
@@ -89,12 +90,21 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+class _TextFormatter(logging.Formatter):
+    """One line per record, whatever the message quotes: device ids and input text in a
+    message are escaped, so they cannot move the cursor or forge log lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message, limit=None)
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     try:

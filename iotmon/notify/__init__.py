@@ -22,7 +22,7 @@ from iotmon.notify.errors import (
     SmtpAuthenticationError,
     TransientDeliveryError,
 )
-from iotmon.notify.message import display_device, message_id_for, render_email
+from iotmon.notify.message import message_id_for, render_email
 from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notification, Notifier
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
@@ -61,7 +61,6 @@ __all__ = [
     "SmtpSettings",
     "TransientDeliveryError",
     "build_notifier",
-    "display_device",
     "message_id_for",
     "read_smtp_password",
     "render_email",

@@ -1,9 +1,12 @@
 """Render a :class:`~iotmon.notify.model.Digest` as an email: plain text plus an HTML table.
 
 Device ids come from the input stream and are untrusted. They never reach a header or the
-HTML raw: control and format characters (CR, LF, NUL, bidi overrides …) are shown as
-``\\xNN``/``\\uNNNN`` escapes, long ids are cut, the HTML gets every value escaped, and
-non-ASCII text is left to the email package's RFC 2047 / quoted-printable encoding.
+HTML raw: :func:`iotmon.display.printable` shows control and format characters (CR, LF,
+NUL, bidi overrides …) as ``\\xNN``/``\\uNNNN`` escapes and cuts long ids, the HTML gets
+every value escaped, and the Subject is encoded here, whole, as RFC 2047 encoded-words
+(see :class:`_Subject`): the email package never parses it, so an id that looks like an
+encoded-word (``=?utf-8?q?x=0D=0ABcc:...?=``) stays literal text instead of being decoded
+into a line break. The body is quoted-printable.
 
 ``pt-BR`` keeps the wording of the system iotmon replaces (subject ``Atenção! N sensores
 com possíveis problemas.``, lines ``sensor50 - Temperatura Média: 80.04ºC``, the data
@@ -14,18 +17,19 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from email.header import Header
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, Policy
 from email.utils import format_datetime, parseaddr
 from typing import Final, Literal, TypeAlias
 
+from iotmon.display import printable
 from iotmon.notify.model import DeviceReport, Digest
 from iotmon.notify.settings import EmailSettings
 
-__all__ = ["display_device", "message_id_for", "render_email"]
+__all__ = ["message_id_for", "render_email"]
 
 Section: TypeAlias = Literal["firing", "resolved", "stale", "recovered"]
 _SECTIONS: Final[tuple[Section, ...]] = ("firing", "resolved", "stale", "recovered")
@@ -34,24 +38,30 @@ _CARRIED_OVER: Final[frozenset[Section]] = frozenset({"firing", "stale"})
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SUBJECT_DEVICE_CHARS: Final = 60
-_BODY_DEVICE_CHARS: Final = 200
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
-# Control, format (bidi overrides, zero-width), surrogate, private-use, unassigned and the
-# Unicode line/paragraph separators: anything that could end a header line or hide text.
-_UNSAFE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Encoded lines stay below the SMTP policy's 78 columns, so parsing the stored message again
+# (the outbox does) and sending it never refolds the header, which would decode it first.
+_SUBJECT_LINE: Final = 74
 
 
-def display_device(device: str, *, limit: int = _BODY_DEVICE_CHARS) -> str:
-    """A device id made safe to show anywhere: unsafe characters escaped, length capped."""
-    out: list[str] = []
-    for ch in device:
-        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    text = "".join(out)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class _Subject(str):
+    """A Subject the email package stores as it is and writes as we encode it.
+
+    A plain string set as a header goes through the policy's header factory, which decodes
+    RFC 2047 encoded-words found in it and may write the decoded CR LF back out raw
+    (CVE-2024-6923 and its relatives). A value with a matching ``name`` and a ``fold``
+    method skips that parser. The string itself is the readable subject, so
+    ``message["Subject"]`` shows it as usual.
+    """
+
+    name = "Subject"
+
+    def fold(self, *, policy: Policy) -> str:
+        # The whole subject in utf-8 encoded-words: "=?" and "?=" in a device id end up
+        # inside our own encoded-word, as literal text.
+        header = Header(str(self), charset="utf-8", header_name=self.name)
+        encoded = header.encode(linesep=policy.linesep, maxlinelen=_SUBJECT_LINE)
+        return f"{self.name}: {encoded}{policy.linesep}"
 
 
 def message_id_for(digest: Digest, *, mail_from: str) -> str:
@@ -69,7 +79,7 @@ def render_email(
     words = _PORTUGUESE if settings.lang == "pt-BR" else _ENGLISH
     recipients = digest.recipients or settings.mail_to
     message = EmailMessage(policy=SMTP)
-    message["Subject"] = words.subject(digest)
+    message["Subject"] = _Subject(words.subject(digest))
     message["From"] = settings.mail_from
     if recipients:
         message["To"] = ", ".join(recipients)
@@ -148,7 +158,7 @@ def _html(digest: Digest, words: _Words) -> str:
         head = (*words.columns[:4], words.since(section), words.columns[4])
         parts.append("<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>")
         for report in reports:
-            device = display_device(report.device)
+            device = printable(report.device)
             if report.new and section in _CARRIED_OVER:
                 device = f"{device} ({words.new_mark})"
             cells = (
@@ -209,7 +219,7 @@ class _English(_Words):
             above = f"above {threshold:.1f} °C" if threshold is not None else "above threshold"
             text = f"{count} {_plural(count, 'device')} {above}"
             if count == 1:
-                text += f": {display_device(digest.firing[0].device, limit=_SUBJECT_DEVICE_CHARS)}"
+                text += f": {printable(digest.firing[0].device, limit=_SUBJECT_DEVICE_CHARS)}"
             parts.append(text)
         if digest.resolved:
             count = len(digest.resolved)
@@ -218,7 +228,7 @@ class _English(_Words):
             else:
                 text = f"resolved: {count} {_plural(count, 'device')} back to normal"
                 if count == 1:
-                    device = display_device(digest.resolved[0].device, limit=_SUBJECT_DEVICE_CHARS)
+                    device = printable(digest.resolved[0].device, limit=_SUBJECT_DEVICE_CHARS)
                     text += f": {device}"
                 parts.append(text)
         if digest.stale:
@@ -270,7 +280,7 @@ class _English(_Words):
             for r in reports:
                 mark = " (new)" if r.new and section in _CARRIED_OVER else ""
                 lines.append(
-                    f"  {display_device(r.device)}{mark}: window mean {_number(r.window_mean)} °C,"
+                    f"  {printable(r.device)}{mark}: window mean {_number(r.window_mean)} °C,"
                     f" running mean {_number(r.running_mean)} °C, max {_number(r.max)} °C,"
                     f" {since} {_time(r.since_us, pt=False)},"
                     f" last seen {_time(r.last_seen_us, pt=False)}"
@@ -340,7 +350,7 @@ class _Portuguese(_Words):
         common = _common([r.threshold for r in digest.firing])
         lines = []
         for r in digest.firing:
-            line = f"{display_device(r.device)} - Temperatura Média: {_number(r.value)}ºC"
+            line = f"{printable(r.device)} - Temperatura Média: {_number(r.value)}ºC"
             if common is None:
                 line += f" (limite {_degrees(r.threshold)}ºC)"
             lines.append(line)
@@ -359,14 +369,14 @@ class _Portuguese(_Words):
             if reports:
                 lines += [f"    {self.title(section, digest)}", ""]
                 lines += [
-                    f"{display_device(r.device)} - Temperatura Média: {_number(r.value)}ºC"
+                    f"{printable(r.device)} - Temperatura Média: {_number(r.value)}ºC"
                     for r in reports
                 ]
                 lines.append("")
         if digest.stale:
             lines += [f"    {self.title('stale', digest)}", ""]
             lines += [
-                f"{display_device(r.device)} - Última leitura: {_time(r.last_seen_us, pt=True)}"
+                f"{printable(r.device)} - Última leitura: {_time(r.last_seen_us, pt=True)}"
                 for r in digest.stale
             ]
             lines.append("")
