@@ -14,6 +14,8 @@ SMTP
     ``smtp_server_auth_tls`` -- same, but STARTTLS required and AUTH PLAIN/LOGIN with
     ``SMTP_USER``/``SMTP_PASSWORD``; its certificate is trusted by ``smtp.client_tls_context()``
     (or ``smtp.cafile``). Both expose ``await smtp.wait_for(n)`` and ``smtp.fail_next(k, 451)``.
+    ``smtp_server_auth_plain`` -- AUTH required but no STARTTLS at all (a downgraded or
+    misconfigured server); ``smtp.logins`` records every login and password it was sent.
 """
 
 from __future__ import annotations
@@ -207,6 +209,8 @@ class SMTPCapture:
     password: str | None = None
     cafile: Path | None = None  # CA that signed the server cert (TLS variant only)
     rejections: list[tuple[Stage, int]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    """(login, password) of every AUTH attempt, as the server received them."""
     _messages: list[ReceivedMail] = field(default_factory=list)
     _failures: list[tuple[Stage, str]] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -454,6 +458,40 @@ def smtp_server_auth_tls(smtp_tls_files: _TLSFiles) -> Iterator[SMTPCapture]:
         auth_required=True,
         auth_require_tls=True,
         authenticator=authenticator,
+    )
+    try:
+        yield capture
+    finally:
+        controller.stop()
+
+
+AUTH_WITHOUT_TLS = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+@pytest.fixture
+def smtp_server_auth_plain() -> Iterator[SMTPCapture]:
+    """SMTP server requiring AUTH PLAIN/LOGIN as SMTP_USER/SMTP_PASSWORD over a plain
+    connection: no STARTTLS is offered. Every login attempt lands in ``logins``.
+
+    aiosmtpd warns about this set-up on each connection; tests using it mark that warning
+    with ``AUTH_WITHOUT_TLS`` so it does not read like a problem of the test run."""
+    capture = SMTPCapture(username=SMTP_USER, password=SMTP_PASSWORD)
+
+    def authenticator(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            with capture._cond:
+                capture.logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == SMTP_USER.encode()
+            and auth_data.password == SMTP_PASSWORD.encode()
+        )
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+    controller = _start_smtp(
+        capture, auth_required=True, auth_require_tls=False, authenticator=authenticator
     )
     try:
         yield capture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import re
 import socket
 import threading
@@ -36,10 +37,12 @@ from iotmon.notify import (
     Outbox,
     SmtpNotifier,
     SmtpSettings,
+    SmtpTlsRequiredError,
     build_notifier,
     render_email,
 )
 from iotmon.stats import StatsTable, WindowSpec
+from tests.conftest import AUTH_WITHOUT_TLS
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -294,6 +297,51 @@ async def test_wrong_password_is_a_clear_error_and_the_notification_stays_queued
     stats = worker.stats()
     assert stats.queued == 1 and stats.failed == 0
     assert stats.last_error is not None and "IOTMON_SMTP_PASSWORD" in stats.last_error
+
+
+@AUTH_WITHOUT_TLS
+async def test_auto_security_never_sends_the_password_without_tls(
+    tmp_path: Path, smtp_server_auth_plain: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server (or a man in the middle that stripped it) offering AUTH but no STARTTLS.
+    server = smtp_server_auth_plain
+    notifier = Watched(smtp_to(server, user=server.username, password=server.password))
+    outbox = Outbox(tmp_path)
+    worker = DeliveryWorker(outbox, notifier, settings=FAST)
+    await worker.start()
+    outbox.put(notification(1))
+    worker.wake()
+    error = await notifier.next_failure()
+    await notifier.next_failure()  # retried, and withheld again
+    await worker.aclose()
+
+    assert isinstance(error, SmtpTlsRequiredError)
+    assert "offers no STARTTLS" in str(error) and "--smtp-security none" in str(error)
+    assert server.password not in str(error)
+    assert server.logins == []  # the password never left the process
+    assert server.messages == []
+    # Not lost: still queued for when TLS (or an explicit --smtp-security none) is set up.
+    assert [e.digest_id for e in Outbox(tmp_path).pending()] == [f"{1:032x}"]
+    assert Outbox(tmp_path).failed_count() == 0
+    assert any(
+        r.levelno == logging.ERROR and "offers no STARTTLS" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+@AUTH_WITHOUT_TLS
+async def test_security_none_sends_the_password_in_clear_text_as_asked_with_a_warning(
+    smtp_server_auth_plain: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = smtp_server_auth_plain
+    notifier = smtp_to(server, security="none", user=server.username, password=server.password)
+    assert any(
+        r.levelno == logging.WARNING and "clear text" in r.getMessage() for r in caplog.records
+    )
+    await notifier(notification(1))
+    [received] = await server.wait_for(1)
+    assert not received.tls and received.auth_user == server.username
+    assert server.logins == [(server.username, server.password)]
 
 
 def test_smtp_settings_repr_masks_the_password() -> None:

@@ -20,6 +20,8 @@ from iotmon.notify.errors import (
     DeliveryError,
     PermanentDeliveryError,
     SmtpAuthenticationError,
+    SmtpSetupError,
+    SmtpTlsRequiredError,
     TransientDeliveryError,
 )
 from iotmon.notify.message import message_id_for, render_email
@@ -59,6 +61,8 @@ __all__ = [
     "SmtpNotifier",
     "SmtpSecurity",
     "SmtpSettings",
+    "SmtpSetupError",
+    "SmtpTlsRequiredError",
     "TransientDeliveryError",
     "build_notifier",
     "message_id_for",

@@ -15,7 +15,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from iotmon.notify.errors import PermanentDeliveryError, SmtpAuthenticationError
+from iotmon.notify.errors import PermanentDeliveryError, SmtpSetupError
 from iotmon.notify.model import Notifier
 from iotmon.notify.outbox import Outbox, OutboxEntry
 from iotmon.notify.settings import DeliverySettings
@@ -156,8 +156,8 @@ class DeliveryWorker:
             self._retry_at[digest_id] = asyncio.get_running_loop().time() + delay
             self._retried += 1
             self._last_error = str(exc) or type(exc).__name__
-            # A wrong password needs a person; everything else usually heals by itself.
-            level = logging.ERROR if isinstance(exc, SmtpAuthenticationError) else logging.WARNING
+            # A wrong password or a missing TLS needs a person; the rest usually heals itself.
+            level = logging.ERROR if isinstance(exc, SmtpSetupError) else logging.WARNING
             log.log(
                 level,
                 "notification %s not delivered (attempt %d), retrying in %.1f s: %s",

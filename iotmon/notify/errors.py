@@ -11,6 +11,8 @@ __all__ = [
     "DeliveryError",
     "PermanentDeliveryError",
     "SmtpAuthenticationError",
+    "SmtpSetupError",
+    "SmtpTlsRequiredError",
     "TransientDeliveryError",
 ]
 
@@ -28,10 +30,20 @@ class PermanentDeliveryError(DeliveryError):
     failed, kept on disk for inspection, and not retried."""
 
 
-class SmtpAuthenticationError(TransientDeliveryError):
-    """The SMTP server refused the login.
+class SmtpSetupError(TransientDeliveryError):
+    """Delivery cannot work until a person changes a setting (or the server).
 
-    Transient on purpose: the server said 5xx, but the fix is on our side (a password set
-    in the environment and a restart), and nothing about the notification itself is wrong,
-    so it stays queued instead of being thrown away.
+    Transient on purpose: nothing about the notification itself is wrong, so it stays
+    queued for when the setting is fixed and the process restarted, instead of being thrown
+    away. The delivery worker logs these as errors, not warnings.
     """
+
+
+class SmtpAuthenticationError(SmtpSetupError):
+    """The SMTP server refused the login (a 5xx, but the fix is a password on our side)."""
+
+
+class SmtpTlsRequiredError(SmtpSetupError):
+    """A login was configured but the connection is not encrypted, so iotmon did not send
+    the password: with ``--smtp-security auto`` the server offered no STARTTLS, which is
+    also what an attacker who strips it from the server's reply makes it look like."""

@@ -34,8 +34,12 @@ class SmtpSettings:
     """How to reach the SMTP server.
 
     ``security="auto"`` upgrades with STARTTLS when the server offers it and goes on in the
-    clear when it does not; ``"starttls"`` insists on it; ``"ssl"`` is implicit TLS (port
-    465); ``"none"`` never encrypts. ``port=None`` picks the usual port for the mode.
+    clear when it does not — but never logs in on a clear connection: with a ``user`` set
+    and no STARTTLS offered (or stripped by someone on the path) delivery fails with
+    :class:`~iotmon.notify.errors.SmtpTlsRequiredError` and the notification stays queued.
+    ``"starttls"`` insists on STARTTLS; ``"ssl"`` is implicit TLS (port 465); ``"none"``
+    never encrypts, and is the only mode that sends a password in clear text.
+    ``port=None`` picks the usual port for the mode.
     ``timeout`` bounds one whole send (connect, TLS, login, transfer).
     """
 

@@ -1,9 +1,12 @@
 """Deliver notifications over SMTP with aiosmtplib, sorting failures into retry or give up.
 
 Retried (:class:`TransientDeliveryError`): refused or dropped connections, timeouts, TLS
-handshake failures, 4xx replies, and a refused login (:class:`SmtpAuthenticationError`,
-whose message says what to fix). Given up (:class:`PermanentDeliveryError`): any other
-5xx reply, or a notification with no recipients. When the server accepts some recipients
+handshake failures, 4xx replies, a refused login (:class:`SmtpAuthenticationError`) and a
+login iotmon will not make over an unencrypted connection (:class:`SmtpTlsRequiredError`:
+``auto`` mode and no STARTTLS offered; only ``none`` sends a password in clear text). Those
+two need a person, and their messages say what to fix. Given up
+(:class:`PermanentDeliveryError`): any other 5xx reply, or a notification with no
+recipients. When the server accepts some recipients
 and refuses others, the message counts as delivered — retrying would send it twice to the
 ones that got it — and the refusals are logged.
 """
@@ -20,6 +23,7 @@ import aiosmtplib
 from iotmon.notify.errors import (
     PermanentDeliveryError,
     SmtpAuthenticationError,
+    SmtpTlsRequiredError,
     TransientDeliveryError,
 )
 from iotmon.notify.model import Notification
@@ -37,6 +41,12 @@ class SmtpNotifier:
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
         self._tls_context = _tls_context(settings)
+        if settings.security == "none" and settings.user is not None:
+            log.warning(
+                "--smtp-security none: the SMTP password for %r goes over the network in "
+                "clear text; use starttls or ssl unless the server is on a trusted link",
+                settings.user,
+            )
 
     def __repr__(self) -> str:
         return f"SmtpNotifier({self.settings!r})"
@@ -57,24 +67,31 @@ class SmtpNotifier:
             )
         security = settings.security
         where = f"{settings.host}:{settings.port or 'default port'}"
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            use_tls=security == "ssl",
+            start_tls={"auto": None, "none": False, "starttls": True, "ssl": False}[security],
+            validate_certs=settings.verify_tls,
+            tls_context=self._tls_context,
+            timeout=settings.timeout,
+        )
         try:
-            async with asyncio.timeout(settings.timeout):
-                errors, _ = await aiosmtplib.send(
-                    message,
-                    sender=sender,
-                    recipients=recipients,
-                    hostname=settings.host,
-                    port=settings.port,
-                    username=settings.user,
-                    password=settings.password,
-                    use_tls=security == "ssl",
-                    start_tls={"auto": None, "none": False, "starttls": True, "ssl": False}[
-                        security
-                    ],
-                    validate_certs=settings.verify_tls,
-                    tls_context=self._tls_context,
-                    timeout=settings.timeout,
-                )
+            async with asyncio.timeout(settings.timeout), client:
+                # Connected, and upgraded if the mode asks for it or (auto) the server offers
+                # it. The login comes after, so the password can be withheld on a plain line.
+                if settings.user is not None:
+                    if client.get_transport_info("sslcontext") is None and security != "none":
+                        raise SmtpTlsRequiredError(
+                            f"SMTP server {where} offers no STARTTLS, so logging in as "
+                            f"{settings.user!r} would send the password in clear text (an "
+                            "attacker on the path can hide STARTTLS, too); nothing was sent. "
+                            "Enable TLS on the server, use --smtp-security ssl (port 465), or "
+                            "accept clear text with --smtp-security none; the notification "
+                            "stays queued"
+                        )
+                    await client.login(settings.user, settings.password or "")
+                errors, _ = await client.send_message(message, sender=sender, recipients=recipients)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise SmtpAuthenticationError(
                 f"SMTP server {where} refused the login for user {settings.user!r} "
