@@ -202,6 +202,7 @@ def scrape_until(
     port: int,
     done: Callable[[Samples], bool],
     *,
+    host: str = "127.0.0.1",
     timeout: float = 60,
 ) -> Samples:
     """Scrape ``proc``'s ``/metrics`` until ``done(samples)``; fails if the process exits
@@ -213,7 +214,7 @@ def scrape_until(
             _, err = proc.communicate()
             raise AssertionError(f"exited {proc.returncode} while scraped:\n{err.decode()[-3000:]}")
         try:
-            last = scrape(port)
+            last = scrape(port, host)
         except (ConnectionError, urllib.error.URLError):
             pass
         else:
