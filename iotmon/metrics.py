@@ -7,6 +7,7 @@ report (they come from the same counters).
 
 from __future__ import annotations
 
+import errno
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,6 +21,9 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from iotmon.config import ConfigError
+from iotmon.notify import DeliveryStats
 
 if TYPE_CHECKING:
     from iotmon.pipeline import Pipeline
@@ -35,6 +39,10 @@ class PipelineCollector(Collector):
         self,
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         p = self.pipeline
+        # The server starts before the pipeline opens (a busy port fails before joining a
+        # group, and a slow start still answers the healthcheck), so the parts open() builds
+        # may not be there yet: their numbers are zero until then.
+        alerter = p.alerter if p.opened else None
         parts = list(p.partitions.values())
         read = CounterMetricFamily("iotmon_readings_read", "Lines read from the source.")
         read.add_metric([], sum(x.read for x in parts))
@@ -64,7 +72,7 @@ class PipelineCollector(Collector):
             "Readings waiting in the source, per partition.",
             labels=["partition"],
         )
-        for name, value in sorted(p.lag().items()):
+        for name, value in sorted((p.lag() if p.opened else {}).items()):
             lag.add_metric([name], value)
         yield lag
         duration = GaugeMetricFamily(
@@ -76,11 +84,11 @@ class PipelineCollector(Collector):
         age.add_metric([], p.last_checkpoint_age)
         yield age
         alerts = GaugeMetricFamily("iotmon_alerts", "Devices per alert state.", labels=["state"])
-        states: Counter[str] = Counter(p.alerter.states().values())
+        states: Counter[str] = Counter(alerter.states().values() if alerter else ())
         for state in ("pending", "firing", "stale"):
             alerts.add_metric([state], states.get(state, 0))
         yield alerts
-        delivery = p.alerter.delivery_stats()
+        delivery = alerter.delivery_stats() if alerter else DeliveryStats()
         for name, help_text in (
             ("sent", "Notifications delivered."),
             ("retried", "Delivery attempts that failed and will be retried."),
@@ -126,10 +134,24 @@ def serve_metrics(
     registry: CollectorRegistry = REGISTRY,
 ) -> Callable[[], None]:
     """Serve ``/metrics`` on ``host:port`` (loopback unless told otherwise) in a thread;
-    returns a function that stops the server."""
+    returns a function that stops the server. The pipeline need not be open yet.
+
+    Raises :class:`~iotmon.config.ConfigError` when the address cannot be served (port in
+    use, no such local address)."""
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        remedy = (
+            "stop what listens there or pick another --metrics-port"
+            if exc.errno == errno.EADDRINUSE
+            else "check --metrics-host (an address of this machine) and --metrics-port"
+        )
+        raise ConfigError(
+            f"metrics-port: cannot serve metrics on {host}:{port} "
+            f"({exc.strerror or exc}) — {remedy}"
+        ) from None
     collector = PipelineCollector(pipeline)
     registry.register(collector)
-    server, thread = start_http_server(port, addr=host, registry=registry)
 
     def stop() -> None:
         server.shutdown()

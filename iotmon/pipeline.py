@@ -784,6 +784,12 @@ class Pipeline:
         return self._partitions
 
     @property
+    def opened(self) -> bool:
+        """Whether :meth:`open` has finished: views served from before it (``/metrics``)
+        show zeros for the parts it builds until then."""
+        return self._opened
+
+    @property
     def alerter(self) -> Alerter:
         assert self._alerter is not None, "open() first"
         return self._alerter

@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
 START = "2026-01-01T00:00:00Z"
@@ -161,3 +166,75 @@ async def drop_topics(bootstrap: str, topics: list[str]) -> None:
             await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""A ``/metrics`` scrape: (sample name, sorted labels) → value."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def labelled(samples: Samples, name: str, label: str) -> dict[str, float]:
+    return {dict(key)[label]: v for (n, key), v in samples.items() if n == name}
+
+
+def scrape_until(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    done: Callable[[Samples], bool],
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 60,
+) -> Samples:
+    """Scrape ``proc``'s ``/metrics`` until ``done(samples)``; fails if the process exits
+    (with its stderr) or the deadline passes. Connection refused means "not up yet"."""
+    deadline = time.monotonic() + timeout
+    last: Samples = {}
+    while True:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"exited {proc.returncode} while scraped:\n{err.decode()[-3000:]}")
+        try:
+            last = scrape(port, host)
+        except (ConnectionError, urllib.error.URLError):
+            pass
+        else:
+            if done(last):
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/metrics not as expected within {timeout} s: {last}")
+        time.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], *, timeout: float = 30) -> tuple[bytes, bytes]:
+    """SIGTERM ``proc``; asserts it exits 0 within ``timeout`` s; returns (stdout, stderr)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"still running {timeout} s after SIGTERM:\n{err.decode()[-3000:]}"
+        ) from None
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return out, err

@@ -4,9 +4,14 @@ valid for it), and the ports and addresses agree with each other and with the co
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import subprocess
+import sys
+import time
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from typer.core import TyperGroup
 from iotmon.cli import app
 from iotmon.config import ENV_PREFIX, build_settings
 from iotmon.produce import DEFAULT_BOOTSTRAP
+from tests.conftest import MakeTopic, SMTPCapture
+from tests.helpers import free_port, iotmon, metric, scrape_until, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
@@ -70,6 +77,14 @@ def flag_value(args: list[str], flag: str) -> str:
         if arg == flag:
             return args[i + 1]
     raise AssertionError(f"{flag} not in {args}")
+
+
+def seconds(duration: str) -> float:
+    """A compose duration (``45s``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 def test_the_four_services_exist_and_have_an_image() -> None:
@@ -245,3 +260,120 @@ def test_dockerignore_keeps_local_state_out_of_the_build() -> None:
     }
     assert {".git", ".venv", ".cache", ".iotmon-state", "outbox"} <= ignored
     assert not {"iotmon", "pyproject.toml", "README.md"} & ignored
+
+
+# -- the consumer service, run as compose.yaml configures it --------------------------------
+
+
+def without_iotmon_variables() -> dict[str, str]:
+    """This process's environment minus IOTMON_* (a developer's exports must not leak in)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+
+
+def simulator_args(bootstrap: str, topic: str, *, start: str, duration: float) -> list[str]:
+    """The simulator service's command with this broker and topic. Its --rate paces 200
+    lines per wall second; here the same fleet runs in simulated time from ``start``
+    instead, so its overheating devices fire within seconds rather than minutes."""
+    args = []
+    for arg in command("iotmon-simulate"):
+        flag = arg.split("=", 1)[0]
+        if flag == "--rate":
+            continue
+        args.append(
+            {"--bootstrap-servers": f"{flag}={bootstrap}", "--topic": f"{flag}={topic}"}.get(
+                flag, arg
+            )
+        )
+    return [*args, f"--start={start}", f"--duration={duration:g}"]
+
+
+def healthcheck(port: int) -> list[str]:
+    """The consumer's healthcheck command, run by this Python against ``port``."""
+    test = [str(part) for part in SERVICES["iotmon-consume"]["healthcheck"]["test"]]
+    assert test[:2] == ["CMD", "python"], test
+    container_port = environment("iotmon-consume")["IOTMON_METRICS_PORT"]
+    code = test[-1].replace(f":{container_port}/", f":{port}/")
+    assert code != test[-1], "the healthcheck should request the metrics port"
+    return [sys.executable, *test[2:-1], code]
+
+
+async def test_consumer_service_starts_serves_mails_and_stops_as_configured(
+    kafka_bootstrap: str,
+    make_topic: MakeTopic,
+    smtp_server: SMTPCapture,
+    changelogs: list[str],
+    tmp_path: Path,
+) -> None:
+    """compose.yaml's iotmon-consume environment, with only its addresses replaced: the
+    hosts (Kafka, Mailpit, the metrics bind address: loopback in tests), the ports, the
+    volume path and — the broker is shared by the whole test session — a fresh topic."""
+    spec = SERVICES["iotmon-consume"]
+    env = environment("iotmon-consume")
+    partitions = int(flag_value(command("iotmon-simulate"), "--partitions"))
+    topic = await make_topic(partitions=partitions)
+    changelogs.append(env["IOTMON_GROUP"])
+    port = free_port()
+    replaced = {
+        "IOTMON_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "IOTMON_TOPIC": topic,
+        "IOTMON_SMTP_HOST": smtp_server.host,
+        "IOTMON_SMTP_PORT": str(smtp_server.port),
+        "IOTMON_METRICS_HOST": "127.0.0.1",
+        "IOTMON_METRICS_PORT": str(port),
+        "IOTMON_STATE_DIR": str(tmp_path / "state"),
+    }
+    assert replaced.keys() <= env.keys()
+    proc = spawn(*command("iotmon-consume"), env={**without_iotmon_variables(), **env, **replaced})
+    try:
+        # Healthy within the healthcheck's own allowance, by the healthcheck's request.
+        check = spec["healthcheck"]
+        allowance = seconds(check["start_period"]) + seconds(check["interval"]) * check["retries"]
+        deadline = time.monotonic() + allowance
+        while True:
+            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+            probe = await asyncio.to_thread(
+                subprocess.run, healthcheck(port), capture_output=True, timeout=30
+            )
+            if probe.returncode == 0:
+                break
+            assert time.monotonic() < deadline, probe.stderr.decode()[-2000:]
+            await asyncio.sleep(0.2)
+
+        # The simulator service's fleet, 10 minutes of it ending now.
+        duration = 600.0
+        start = datetime.now(UTC) - timedelta(seconds=duration + 60)
+        iotmon(
+            *simulator_args(
+                kafka_bootstrap,
+                topic,
+                start=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                duration=duration,
+            ),
+            env={**without_iotmon_variables(), **environment("iotmon-simulate")},
+        )
+        (mail, *_) = await smtp_server.wait_for(1, timeout=120)
+        assert mail.mail_from == env["IOTMON_MAIL_FROM"]
+        assert set(mail.rcpt_tos) == set(env["IOTMON_MAIL_TO"].split())
+        assert f"above {float(env['IOTMON_THRESHOLD'])}" in str(mail.message["Subject"])
+
+        # The server has the mail a moment before the client counts it as sent.
+        samples = await asyncio.to_thread(
+            scrape_until, proc, port, lambda s: metric(s, "iotmon_notifications_sent_total") >= 1
+        )
+        assert metric(samples, "iotmon_readings_read_total") > 0
+        assert metric(samples, "iotmon_notifications_failed_total") == 0
+    finally:
+        # `docker compose stop`: SIGTERM, then SIGKILL after the stop_grace_period.
+        grace = seconds(spec["stop_grace_period"])
+        running = proc.poll() is None
+        started = time.monotonic()
+        if running:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _, err = proc.communicate()
+    assert running, f"exited by itself ({proc.returncode}): {err.decode()[-3000:]}"
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert time.monotonic() - started < grace

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import typer
+from rich.markup import escape
 
 from iotmon.config import ConfigError, ConfigFile, env_var, load_config_file, register_options
 from iotmon.display import printable
@@ -22,6 +23,7 @@ __all__ = [
     "config_of",
     "fail",
     "opt",
+    "plain",
     "run_async",
     "setup_logging",
     "user_errors",
@@ -30,9 +32,15 @@ __all__ = [
 T = TypeVar("T")
 
 
+def plain(text: str) -> str:
+    """Help text shown as written: typer renders help as Rich markup, where ``[default: …]``
+    is a style tag and vanishes."""
+    return escape(text)
+
+
 def opt(default: Any, *flags: str, help: str, **kwargs: Any) -> Any:
     """A typer option that also reads ``IOTMON_<FLAG>`` from the environment."""
-    return typer.Option(default, *flags, envvar=env_var(flags[0]), help=help, **kwargs)
+    return typer.Option(default, *flags, envvar=env_var(flags[0]), help=plain(help), **kwargs)
 
 
 def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | None:

@@ -318,11 +318,18 @@ async def _run(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop)
     printer = StatusPrinter(pipeline, live=live, interval=status_interval, threshold=threshold)
+    stop_metrics = None
     if metrics is not None:
         from iotmon.metrics import serve_metrics
 
-        serve_metrics(pipeline, host=metrics[0], port=metrics[1])
-    async with pipeline, printer:
-        report = await pipeline.run()
+        # Before open(): a busy port fails before this instance joins its group, and the
+        # healthcheck is answered while partitions are restored.
+        stop_metrics = serve_metrics(pipeline, host=metrics[0], port=metrics[1])
+    try:
+        async with pipeline, printer:
+            report = await pipeline.run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
     printer.final(report)
     return report

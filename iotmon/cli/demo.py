@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from iotmon.cli import app
-from iotmon.cli.common import fail, opt, setup_logging, user_errors
+from iotmon.cli.common import fail, opt, plain, setup_logging, user_errors
 from iotmon.kafka_admin import KafkaUnavailableError
 from iotmon.notify import Language
 
@@ -31,7 +31,10 @@ def demo(
         20.0, "--speed", min=0.001, help="Time-lapse: seconds of event time per wall second."
     ),
     duration: float | None = typer.Option(
-        None, "--duration", min=0.001, help="Stop after this many wall seconds [default: Ctrl-C]."
+        None,
+        "--duration",
+        min=0.001,
+        help=plain("Stop after this many wall seconds [default: Ctrl-C]."),
     ),
     overheat_fraction: float = typer.Option(
         0.1,
@@ -77,8 +80,10 @@ def demo(
     state_dir: Path | None = typer.Option(
         None,
         "--state-dir",
-        help="Keep checkpoints, dead letters and the alerts log here "
-        "[default: a temporary directory, removed at the end].",
+        help=plain(
+            "Keep checkpoints, dead letters and the alerts log here "
+            "[default: a temporary directory, removed at the end]."
+        ),
     ),
     mail_to: list[str] = typer.Option(
         ["ops@example.com"], "--mail-to", help="Recipient (repeatable)."

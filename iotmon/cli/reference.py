@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer.main
+from rich.text import Text
 
 from iotmon.cli import app
 
@@ -40,7 +41,10 @@ def _default(param: Any) -> str:
 def _row(param: Any) -> str:
     flags = " / ".join(f"`{flag}`" for flag in [*param.opts, *param.secondary_opts])
     envvar = param.envvar if isinstance(param.envvar, str) else ""
-    help_text = " ".join((param.help or "").split()).replace("|", "\\|")
+    # Help texts are Rich markup (escaped brackets, see cli.common.plain): the plain text is
+    # what `--help` shows.
+    shown = Text.from_markup(param.help or "").plain
+    help_text = " ".join(shown.split()).replace("|", "\\|")
     env = f"`{envvar}`" if envvar else ""
     return f"| {flags} | {_default(param)} | {env} | {help_text} |"
 

@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
-from iotmon.cli.common import opt
+from iotmon.cli.common import opt, plain
 from iotmon.kafka_admin import KafkaUnavailableError, quiet_aiokafka
 from iotmon.produce import DEFAULT_BOOTSTRAP, DEFAULT_KEY_FIELD, ProduceError
 from iotmon.progress import Progress
@@ -37,8 +37,10 @@ def repartition_command(
     group: str = typer.Option(
         "",
         "--group",
-        help="Consumer group that keeps this copy's progress "
-        "[default: iotmon-repartition-<from>-<to>].",
+        help=plain(
+            "Consumer group that keeps this copy's progress "
+            "[default: iotmon-repartition-<from>-<to>]."
+        ),
     ),
     once: bool = typer.Option(
         False, "--once", help="Stop at the end of --from-topic as it is now (else follow it)."
