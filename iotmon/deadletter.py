@@ -3,7 +3,8 @@ why it was refused, so nothing vanishes and an operator can fix and replay it.
 
 - :class:`FileDeadLetters` appends JSON lines to ``<partition>.dlq.jsonl`` in the state
   directory. Its size is stored in each checkpoint and the file is cut back to that size on
-  restore, so a crash never leaves a rejected line recorded twice.
+  restore (emptied when the partition has no checkpoint), so a crash never leaves a
+  rejected line recorded twice.
 - :class:`KafkaDeadLetters` produces the raw value to ``<topic>.dlq`` with the reason and
   source position as headers, flushed before offsets are committed (at-least-once), or as
   part of the checkpoint's transaction (exactly-once). The topic is created (one
@@ -90,8 +91,13 @@ class FileDeadLetters:
         return sizes
 
     def restore(self, partition: str, size: int) -> None:
+        """Cut the file back to the size its checkpoint recorded (0: no checkpoint): what
+        follows belongs to readings the replay puts again."""
         path = self.path_for(partition)
         if path.exists() and path.stat().st_size > size:
+            log.info(
+                "%s cut back to its checkpoint (%d bytes); the replay adds the rest", path, size
+            )
             with path.open("r+b") as handle:
                 handle.truncate(size)
 

@@ -543,6 +543,11 @@ class Pipeline:
             else:
                 origin = "new"
                 part = self._new_partition(name)
+                # Dead letters of a run that crashed before its first checkpoint (or whose
+                # checkpoint was deleted) are covered by no checkpoint: the replay from the
+                # start writes them again.
+                assert self._dead_letters is not None
+                self._dead_letters.restore(name, 0)
             self._partitions[name] = part
             self.restores[origin] += 1
             if origin != "new":
