@@ -35,7 +35,7 @@ from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
 from iotmon.checkpoint import CheckpointError, StagedFile, StateDir, decode_partition
 from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
 from iotmon.encoding import Fragments
-from iotmon.kafka_admin import KafkaUnavailableError
+from iotmon.kafka_admin import MAX_REQUEST_BYTES, KafkaUnavailableError
 from iotmon.latency import Histogram
 from iotmon.notify import Notification, Notifier, build_notifier
 from iotmon.notify.outbox import Outbox
@@ -224,7 +224,9 @@ class Pipeline:
         from aiokafka.errors import KafkaError
 
         bootstrap = self._source.settings.bootstrap_servers
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=20, max_request_size=MAX_REQUEST_BYTES
+        )
         try:
             await producer.start()
         except KafkaError as exc:
