@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from tests.helpers import SEED_FILE, assert_same_stats, consume_json, iotmon, spawn
+from tests.conftest import MakeTopic
+from tests.helpers import SEED_FILE, assert_same_stats, consume_json, drop_topics, iotmon, spawn
 
 # Each over Python's 8 KiB write buffer, so every dead letter reaches the file as it is put:
 # a crash before the first checkpoint leaves them all behind.
@@ -31,8 +33,7 @@ def _dead_letters(state: Path) -> list[bytes]:
     return [orjson.loads(line)["raw"].encode() for line in dlq.read_bytes().splitlines()]
 
 
-def _wait_for(condition: object, proc: subprocess.Popen[bytes], what: str) -> None:
-    assert callable(condition)
+def _wait_for(condition: Callable[[], object], proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 60
     while not condition():
         if proc.poll() is not None:
@@ -50,7 +51,6 @@ def test_dead_letters_once_after_a_crash_before_the_first_checkpoint(tmp_path: P
         *("consume", "--input", str(data), "--follow", "--no-live"),
         *("--state-dir", str(state), "--checkpoint-interval", "3600"),
     )
-    dlq = state.glob("*.dlq.jsonl")
 
     def all_dead_letters_written() -> bool:
         files = list(state.glob("*.dlq.jsonl"))
@@ -61,7 +61,6 @@ def test_dead_letters_once_after_a_crash_before_the_first_checkpoint(tmp_path: P
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.communicate()
-    del dlq
 
     report = consume_json("--input", str(data), "--state-dir", str(state))
     assert report["rejected"] == len(INVALID)
@@ -179,3 +178,28 @@ def test_checkpoints_from_before_checksums_are_still_restored(tmp_path: Path) ->
     assert_same_stats(orjson.loads(result.stdout), whole)
     rewritten = orjson.loads(checkpoint.read_bytes())
     assert rewritten["version"] == 2 and len(rewritten["sha256"]) == 64
+
+
+async def test_a_hand_edited_changelog_cache_is_ignored_for_the_changelog_copy(
+    kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+) -> None:
+    topic = await make_topic(partitions=1)
+    iotmon("produce", str(SEED_FILE), "--bootstrap-servers", kafka_bootstrap, "--topic", topic)
+    state = tmp_path / "state"
+    args = [
+        *("--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--group", "edited"),
+        *("--state-dir", str(state)),
+    ]
+    try:
+        first = consume_json(*args)
+        assert first["readings"] == 10_000
+        (cache,) = state.glob("partitions/*.json")
+        payload = cache.read_bytes()
+        assert payload.count(b'"read":10000') == 1
+        cache.write_bytes(payload.replace(b'"read":10000', b'"read":10001'))
+        result = iotmon("consume", "--once", "--json", "--no-live", *args)
+        assert b"ignoring the cached checkpoint" in result.stderr
+        assert b"checksum" in result.stderr
+        assert orjson.loads(result.stdout)["readings"] == 10_000, "the changelog's count"
+    finally:
+        await drop_topics(kafka_bootstrap, ["iotmon-edited-changelog"])
