@@ -42,9 +42,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from iotmon.encoding import Fragments, rechunk, sha256_of, size_of
 from iotmon.kafka_admin import (
+    MAX_REQUEST_BYTES,
     KafkaUnavailableError,
     ensure_topic,
     partitions_of,
+    topic_config,
     unreachable_message,
 )
 from iotmon.sources.kafka import partition_name
@@ -255,6 +257,7 @@ class KafkaChangelog:
             enable_idempotence=True,
             linger_ms=0,
             max_batch_size=_MAX_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
             **options,
         )
         # Starting a transactional producer fences an earlier incarnation with the same id
@@ -604,19 +607,7 @@ def _join(manifest: _Manifest, chunks: dict[bytes, tuple[int, bytes]]) -> bytes 
 
 async def describe_changelog(bootstrap_servers: str, topic: str) -> dict[str, str]:
     """The changelog topic's configuration (for checks and tests)."""
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
     try:
-        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return await topic_config(bootstrap_servers, topic)
     except KafkaError as exc:
         raise ChangelogError(f"cannot describe {topic}: {exc}") from exc
-    finally:
-        await admin.close()
-    config: dict[str, str] = {}
-    for resp in response:
-        for resource in resp.resources:
-            for entry in resource[4]:
-                config[entry[0]] = entry[1]
-    return config

@@ -6,6 +6,12 @@ temporary file, fsync, rename, fsync the directory), so after a crash a partitio
 either at its previous checkpoint or at its new one — never in between. Files carry a format
 name and version; anything else found there is an error, never a silent reset.
 
+Each document ends with the SHA-256 of itself without that last member (``"sha256"``), so
+a checkpoint edited or damaged after iotmon wrote it is refused instead of restored
+silently; checking costs one hash over the bytes already read, no re-encoding. Version 1
+documents (before the checksum) are still read, with a warning, and rewritten as version 2
+at the next checkpoint.
+
 With Kafka input the same payloads also go to the group's changelog topic
 (:mod:`iotmon.changelog`), which is the copy that counts: these files are then a cache
 that saves downloading a checkpoint this instance already holds.
@@ -15,10 +21,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import orjson
 
@@ -35,8 +43,14 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
 FORMAT: Final = "iotmon-checkpoint"
-VERSION: Final = 1
+VERSION: Final = 2
+_UNSEALED_VERSION: Final = 1
+"""Written before checkpoints carried a checksum: still read, so an upgrade strands nobody."""
+_SEAL_HEAD: Final = b',"sha256":"'
+_SEAL_BYTES: Final = len(_SEAL_HEAD) + 64 + len(b'"}')
 
 
 class CheckpointError(RuntimeError):
@@ -92,6 +106,15 @@ def _read(path: Path, *, kind: str) -> dict[str, Any]:
     return _decode(path.read_bytes(), origin=str(path), kind=kind)
 
 
+def _remedy(kind: str) -> str:
+    if kind == "partition":
+        return (
+            "delete it to rebuild that partition from its source (with Kafka the changelog "
+            "restores it), or restore the file from a backup"
+        )
+    return "delete it to start the alert state afresh, or restore the file from a backup"
+
+
 def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
     try:
         doc = orjson.loads(payload)
@@ -106,25 +129,142 @@ def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
             "iotmon writes to"
         )
     version = doc.get("version")
+    if version == _UNSEALED_VERSION:
+        return doc
     if version != VERSION:
         raise CheckpointError(
-            f"{origin} has checkpoint format version {version!r}, this iotmon reads version "
-            f"{VERSION}; use the iotmon release that wrote it, or start with a fresh --state-dir"
+            f"{origin} has checkpoint format version {version!r}, this iotmon reads versions "
+            f"{_UNSEALED_VERSION} and {VERSION}; use the iotmon release that wrote it, or start "
+            "with a fresh --state-dir"
+        )
+    if not _seal_matches(payload, doc.pop("sha256", None)):
+        raise CheckpointError(
+            f"{origin} does not match its checksum (changed after iotmon wrote it); "
+            + _remedy(kind)
         )
     return doc
+
+
+def _accept_unsealed(doc: dict[str, Any], *, origin: str) -> None:
+    """Said once the document has passed every other check (an error is the only line)."""
+    if doc.get("version") == _UNSEALED_VERSION:
+        log.warning(
+            "%s has no checksum (written by an older iotmon); using it, the next checkpoint "
+            "rewrites it with one",
+            origin,
+        )
+
+
+def _seal_matches(payload: bytes, recorded: object) -> bool:
+    """Whether ``payload`` ends with the seal :class:`_Sealer` writes, holding the SHA-256 of
+    the document without it."""
+    if not isinstance(recorded, str) or len(payload) <= _SEAL_BYTES:
+        return False
+    body = memoryview(payload)[:-_SEAL_BYTES]
+    if payload[-_SEAL_BYTES:] != _SEAL_HEAD + recorded.encode() + b'"}':
+        return False
+    digest = hashlib.sha256(body)
+    digest.update(b"}")
+    return digest.hexdigest() == recorded
+
+
+class _Sealer:
+    """Passes a document's fragments on, holding back the closing brace, which
+    :meth:`close` replaces with ``,"sha256":"<hex>"}`` — the hash of everything passed."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._digest = hashlib.sha256()
+        self._held = b""
+
+    def __call__(self, fragment: bytes) -> None:
+        if not fragment:
+            return
+        if self._held:
+            self._write(self._held)
+        self._digest.update(fragment)
+        self._held = fragment
+
+    def close(self) -> None:
+        assert self._held.endswith(b"}"), "a JSON object"
+        seal = _SEAL_HEAD + self._digest.hexdigest().encode() + b'"}'
+        self._write(self._held[:-1] + seal)
+
+
+def _encode_sealed(
+    doc: dict[str, Any], *, write: Callable[[bytes], object] | None = None
+) -> list[bytes]:
+    out: list[bytes] = []
+    sealer = _Sealer(write or out.append)
+    encode_document(doc, write=sealer)
+    sealer.close()
+    return out
+
+
+_INT_FIELDS: Final = ("head_us", "dlq_size")
+_POSITION_INTS: Final = ("offset", "line", "fingerprint_len")
 
 
 def decode_partition(
     partition: str, payload: bytes, *, origin: str, hint: str = ""
 ) -> dict[str, Any]:
     """A partition checkpoint (a local file or a changelog record), checked: format,
-    version and that it is ``partition``'s; ``hint`` is appended to the error saying not."""
+    version, checksum, field types and that it is ``partition``'s; ``hint`` is appended to
+    the error saying not."""
     doc = _decode(payload, origin=origin, kind="partition")
     if doc.get("partition") != partition:
         raise CheckpointError(
             f"{origin} belongs to partition {doc.get('partition')!r}, not {partition!r}{hint}"
         )
+    _check_partition_fields(doc, origin=origin)
+    _accept_unsealed(doc, origin=origin)
     return doc
+
+
+def _check_partition_fields(doc: dict[str, Any], *, origin: str) -> None:
+    """The fields a restore turns into numbers, checked up front: a wrong type is a clear
+    error naming the file and field, not a bare ``int()`` failure half-way through."""
+
+    def wrong(field: str, want: str) -> CheckpointError:
+        return CheckpointError(
+            f"{origin}: {field} must be {want}, found {_shown(field, doc)}; " + _remedy("partition")
+        )
+
+    position = doc.get("position")
+    if position is not None:
+        if type(position) is not dict:
+            raise wrong("position", "an object")
+        for name in _POSITION_INTS:
+            if name in position and not _is_count(position[name]):
+                raise wrong(f"position.{name}", "a whole number >= 0")
+        if not isinstance(position.get("fingerprint", ""), str):
+            raise wrong("position.fingerprint", "a string")
+    counters = doc.get("counters")
+    if type(counters) is not dict:
+        raise wrong("counters", "an object")
+    for name in ("read", "accepted"):
+        if not _is_count(counters.get(name)):
+            raise wrong(f"counters.{name}", "a whole number >= 0")
+    rejected = counters.get("rejected")
+    if type(rejected) is not dict or not all(_is_count(n) for n in rejected.values()):
+        raise wrong("counters.rejected", "an object of whole numbers >= 0")
+    for name in _INT_FIELDS:
+        if type(doc.get(name)) is not int:
+            raise wrong(name, "a whole number")
+    for name in ("stats", "alerts", "window"):
+        if type(doc.get(name)) is not dict:
+            raise wrong(name, "an object")
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _shown(field: str, doc: dict[str, Any]) -> str:
+    value: Any = doc
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return repr(value)[:60]
 
 
 def _partition_document(partition: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -135,31 +275,39 @@ class StateDir:
     """The ``--state-dir`` folder: partition checkpoints, alert state, DLQ files, outbox.
 
     Holding it takes an exclusive lock, because two processes writing the same checkpoints
-    would each silently undo the other's progress.
+    would each silently undo the other's progress. The lock is on the directory itself, which
+    cannot be deleted from under a running process as a lock file can (``rm LOCK``); the
+    ``LOCK`` file is locked too, so an older iotmon, which locks only that, is kept out.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.partitions_dir = root / "partitions"
-        self._lock: IO[bytes] | None = None
+        self._locks: list[int] = []
 
     def open(self) -> None:
         self.partitions_dir.mkdir(parents=True, exist_ok=True)
-        lock = (self.root / "LOCK").open("ab")
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
+            self._lock(os.open(self.root / "LOCK", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.close()
+            os.close(fd)
             raise CheckpointError(
                 f"{self.root} is in use by another iotmon process; stop it first or give this "
                 "one its own --state-dir"
             ) from None
-        self._lock = lock
+        self._locks.append(fd)
 
     def close(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        while self._locks:
+            os.close(self._locks.pop())
 
     def partition_path(self, partition: str) -> Path:
         return self.partitions_dir / f"{partition_filename(partition)}.json"
@@ -178,14 +326,18 @@ class StateDir:
     def partitions(self) -> list[dict[str, Any]]:
         if not self.partitions_dir.exists():
             return []
-        return [
-            _read(path, kind="partition") for path in sorted(self.partitions_dir.glob("*.json"))
-        ]
+        docs = []
+        for path in sorted(self.partitions_dir.glob("*.json")):
+            doc = _read(path, kind="partition")
+            _check_partition_fields(doc, origin=str(path))
+            _accept_unsealed(doc, origin=str(path))
+            docs.append(doc)
+        return docs
 
     def encode_partition(self, partition: str, body: dict[str, Any]) -> list[bytes]:
         """Serialise now (in the event loop, so the snapshot is consistent); ``body`` may
         hold :class:`~iotmon.encoding.Chunked` members."""
-        return encode_document(_partition_document(partition, body))
+        return _encode_sealed(_partition_document(partition, body))
 
     def stage_partition(self, partition: str, body: dict[str, Any]) -> StagedFile:
         """:meth:`encode_partition` straight into a temporary file beside the checkpoint, so
@@ -195,7 +347,7 @@ class StateDir:
         path = self.partition_path(partition)
         tmp = _temporary(path)
         with tmp.open("wb") as handle:
-            encode_document(_partition_document(partition, body), write=handle.write)
+            _encode_sealed(_partition_document(partition, body), write=handle.write)
         return StagedFile(tmp, path)
 
     def cache_partition(self, partition: str, payload: bytes | Fragments) -> None:
@@ -214,10 +366,12 @@ class StateDir:
     def load_process(self) -> dict[str, Any] | None:
         if not self.process_path.exists():
             return None
-        return _read(self.process_path, kind="process")
+        doc = _read(self.process_path, kind="process")
+        _accept_unsealed(doc, origin=str(self.process_path))
+        return doc
 
     def write_process(self, body: dict[str, Any]) -> None:
-        payload = orjson.dumps({"format": FORMAT, "version": VERSION, **body})
+        payload = _encode_sealed({"format": FORMAT, "version": VERSION, **body})
         _write_atomically(self.process_path, payload)
 
     def instance_id(self) -> str:

@@ -3,32 +3,46 @@ why it was refused, so nothing vanishes and an operator can fix and replay it.
 
 - :class:`FileDeadLetters` appends JSON lines to ``<partition>.dlq.jsonl`` in the state
   directory. Its size is stored in each checkpoint and the file is cut back to that size on
-  restore, so a crash never leaves a rejected line recorded twice.
+  restore (emptied when the partition has no checkpoint), so a crash never leaves a
+  rejected line recorded twice.
 - :class:`KafkaDeadLetters` produces the raw value to ``<topic>.dlq`` with the reason and
   source position as headers, flushed before offsets are committed (at-least-once), or as
   part of the checkpoint's transaction (exactly-once). The topic is created (one
   partition) before its first record rather than left to the broker's auto-creation, which
-  production clusters usually turn off.
+  production clusters usually turn off. A record that would not fit the producer's request
+  limit or the topic's ``max.message.bytes`` has its value cut to fit, with headers giving
+  the original size and SHA-256: a message the source topic accepted but the DLQ cannot
+  hold must never stop the consumer (every restart would fail on the same offset).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from iotmon.checkpoint import partition_filename
-from iotmon.kafka_admin import ensure_topic
+from iotmon.kafka_admin import MAX_REQUEST_BYTES, ensure_topic, topic_config
 from iotmon.parse import Rejection
 
-__all__ = ["DeadLetter", "DeadLetters", "FileDeadLetters", "KafkaDeadLetters", "dlq_record"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetters",
+    "FileDeadLetters",
+    "KafkaDeadLetters",
+    "dlq_record",
+    "fit_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +104,13 @@ class FileDeadLetters:
         return sizes
 
     def restore(self, partition: str, size: int) -> None:
+        """Cut the file back to the size its checkpoint recorded (0: no checkpoint): what
+        follows belongs to readings the replay puts again."""
         path = self.path_for(partition)
         if path.exists() and path.stat().st_size > size:
+            log.info(
+                "%s cut back to its checkpoint (%d bytes); the replay adds the rest", path, size
+            )
             with path.open("r+b") as handle:
                 handle.truncate(size)
 
@@ -103,6 +122,38 @@ class FileDeadLetters:
 
 DeadLetter = tuple[str, str, bytes, bytes | None, list[tuple[str, bytes]]]
 """A buffered Kafka dead letter: source partition, DLQ topic, raw value, key, headers."""
+
+Headers = list[tuple[str, bytes]]
+
+
+def _record_size(key: bytes | None, value: bytes, headers: Headers) -> int:
+    """The producer's own upper bound for a batch holding just this record."""
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    return size
+
+
+def fit_record(
+    value: bytes, key: bytes | None, headers: Headers, *, limit: int
+) -> tuple[bytes, bytes | None, Headers]:
+    """The record as it is if it fits ``limit`` bytes (as the producer estimates a batch of
+    it alone), else with the value cut to fit and ``iotmon.truncated``,
+    ``iotmon.original.size`` and ``iotmon.original.sha256`` headers — and without its key
+    (``iotmon.key.size`` says how long it was) should the key alone leave no room."""
+    size = _record_size
+    if size(key, value, headers) <= limit:
+        return value, key, headers
+    headers = [
+        *headers,
+        ("iotmon.truncated", b"true"),
+        ("iotmon.original.size", str(len(value)).encode()),
+        ("iotmon.original.sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    if key is not None and size(key, b"", headers) + 8 > limit:
+        headers.append(("iotmon.key.size", str(len(key)).encode()))
+        key = None
+    # 8: the value's length prefix grows from one byte (empty) to at most five.
+    room = max(limit - size(key, b"", headers) - 8, 0)
+    return value[:room], key, headers
 
 
 class KafkaDeadLetters:
@@ -118,15 +169,19 @@ class KafkaDeadLetters:
         bootstrap_servers: str | None = None,
         suffix: str = ".dlq",
         transactional: bool = False,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
-        """``bootstrap_servers``: where to create missing dead-letter topics (None: leave
-        that to the broker)."""
+        """``bootstrap_servers``: where to create missing dead-letter topics and learn their
+        ``max.message.bytes`` (None: leave that to the broker). ``max_request_bytes``: the
+        producer's ``max_request_size``."""
         self._producer = producer
         self._bootstrap_servers = bootstrap_servers
         self._suffix = suffix
         self._transactional = transactional
+        self._max_request_bytes = max_request_bytes
         self._buffer: list[DeadLetter] = []
         self._ensured: set[str] = set()
+        self._limits: dict[str, int] = {}
 
     def put(
         self, partition: str, position: int, raw: bytes, rejection: Rejection, key: bytes | None
@@ -151,10 +206,29 @@ class KafkaDeadLetters:
     async def send(self, records: list[DeadLetter]) -> None:
         """Send taken records and wait for their acknowledgement."""
         await self._ensure_topics({topic for _, topic, _, _, _ in records})
-        futures = [
-            await self._producer.send(topic, value=raw, key=key, headers=headers)
-            for _, topic, raw, key, headers in records
-        ]
+        # One producer batch may hold several records, and the broker applies the topic's
+        # limit to the batch: wait for what is in flight before a batch could outgrow it.
+        futures: list[asyncio.Future[Any]] = []
+        in_flight: dict[str, int] = {}
+        for partition, topic, raw, key, headers in records:
+            limit = self._limits.get(topic, self._max_request_bytes)
+            value, key, headers = fit_record(raw, key, headers, limit=limit)
+            if len(value) < len(raw):
+                log.warning(
+                    "a dead letter of %s is %d bytes, more than %s takes (%d): its first %d "
+                    "bytes are kept, its size and SHA-256 in headers",
+                    partition,
+                    len(raw),
+                    topic,
+                    limit,
+                    len(value),
+                )
+            size = _record_size(key, value, headers)
+            if in_flight.get(topic, 0) + size > limit:
+                await asyncio.gather(*futures)
+                futures, in_flight = [], {}
+            in_flight[topic] = in_flight.get(topic, 0) + size
+            futures.append(await self._producer.send(topic, value=value, key=key, headers=headers))
         await asyncio.gather(*futures)
 
     async def _ensure_topics(self, topics: set[str]) -> None:
@@ -162,7 +236,22 @@ class KafkaDeadLetters:
             return
         for topic in sorted(topics - self._ensured):
             await ensure_topic(self._bootstrap_servers, topic, partitions=1)
+            self._limits[topic] = min(self._max_request_bytes, await self._topic_limit(topic))
             self._ensured.add(topic)
+
+    async def _topic_limit(self, topic: str) -> int:
+        assert self._bootstrap_servers is not None
+        try:
+            config = await topic_config(self._bootstrap_servers, topic)
+            return int(config["max.message.bytes"])
+        except (KafkaError, KeyError, ValueError) as exc:
+            log.warning(
+                "cannot read max.message.bytes of %s (%r); dead letters are cut to %d bytes",
+                topic,
+                exc,
+                self._max_request_bytes,
+            )
+            return self._max_request_bytes
 
     def discard(self, partitions: Collection[str]) -> None:
         """Drop buffered records of partitions that moved away (their next owner replays

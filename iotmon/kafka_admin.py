@@ -7,16 +7,27 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
-__all__ = ["KafkaUnavailableError", "ensure_topic", "quiet_aiokafka", "unreachable_message"]
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "KafkaUnavailableError",
+    "ensure_topic",
+    "quiet_aiokafka",
+    "topic_config",
+    "unreachable_message",
+]
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+
+MAX_REQUEST_BYTES: Final = 1 << 20
+"""``max_request_size`` of iotmon's producers (aiokafka's default, written out): the bound a
+dead letter is cut to fit, so producer and bound never disagree."""
 
 
 class KafkaUnavailableError(RuntimeError):
@@ -137,6 +148,24 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topic: str, timeout_s: f
                 "is the broker healthy? (check its log)"
             )
         await asyncio.sleep(0.1)
+
+
+async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
+    """``topic``'s effective configuration (broker defaults included)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="iotmon-admin")
+    await admin.start()
+    try:
+        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await _close_quietly(admin)
+    config: dict[str, str] = {}
+    for resp in response:
+        for resource in resp.resources:
+            for entry in resource[4]:
+                config[entry[0]] = entry[1]
+    return config
 
 
 async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[int]:

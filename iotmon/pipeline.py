@@ -35,7 +35,7 @@ from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
 from iotmon.checkpoint import CheckpointError, StagedFile, StateDir, decode_partition
 from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
 from iotmon.encoding import Fragments
-from iotmon.kafka_admin import KafkaUnavailableError
+from iotmon.kafka_admin import MAX_REQUEST_BYTES, KafkaUnavailableError
 from iotmon.latency import Histogram
 from iotmon.notify import Notification, Notifier, build_notifier
 from iotmon.notify.outbox import Outbox
@@ -224,7 +224,9 @@ class Pipeline:
         from aiokafka.errors import KafkaError
 
         bootstrap = self._source.settings.bootstrap_servers
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, linger_ms=20, max_request_size=MAX_REQUEST_BYTES
+        )
         try:
             await producer.start()
         except KafkaError as exc:
@@ -543,6 +545,11 @@ class Pipeline:
             else:
                 origin = "new"
                 part = self._new_partition(name)
+                # Dead letters of a run that crashed before its first checkpoint (or whose
+                # checkpoint was deleted) are covered by no checkpoint: the replay from the
+                # start writes them again.
+                assert self._dead_letters is not None
+                self._dead_letters.restore(name, 0)
             self._partitions[name] = part
             self.restores[origin] += 1
             if origin != "new":
