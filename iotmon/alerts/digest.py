@@ -7,8 +7,9 @@ share a group, so a digest is split per recipient set). A group's next digest is
     max(earliest queued change + group_wait, previous digest + group_interval)
 
 and carries exactly the queued changes with ``at <= due``; with nothing queued but devices
-still firing, a reminder is due ``repeat_interval`` after the previous digest. All of
-these are event times, and :meth:`DigestScheduler.due` emits whatever is due by the stream
+still firing, a reminder is due ``repeat_interval`` after the previous digest; a stream
+clock that passes several reminder slots at once gets one reminder, at the last of them,
+never a backlog. All of these are event times, and :meth:`DigestScheduler.due` emits whatever is due by the stream
 clock it is given, however late it is asked (several in a row if need be) — so which
 digest a change lands in, and when, does not depend on the tick cadence.
 
@@ -173,6 +174,8 @@ class DigestScheduler:
         for key in sorted(self._groups):
             group = self._groups[key]
             while (slot := self._next_due(group)) is not None and slot <= now_us:
+                if group.earliest_queued_us is None:
+                    slot = self._latest_reminder_slot(slot, now_us)
                 digests.append(self._emit(group, slot, upto_us=slot, live=live))
         return digests
 
@@ -246,6 +249,11 @@ class DigestScheduler:
         if group.firing and last is not None:
             return last + self._repeat_us
         return None
+
+    def _latest_reminder_slot(self, first_us: int, now_us: int) -> int:
+        """A gap in the stream (a replay's missing days, a clock jump) would otherwise
+        mail one identical reminder per interval it spans: remind once, at the last slot."""
+        return first_us + (now_us - first_us) // self._repeat_us * self._repeat_us
 
     def _emit(self, group: _Group, slot_us: int, *, upto_us: int, live: LiveStats) -> Digest:
         taken = group.take(upto_us)
