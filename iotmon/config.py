@@ -43,8 +43,8 @@ class ConfigError(ValueError):
 
 
 def env_var(option: str) -> str:
-    """``--smtp-host`` → ``IOTMON_SMTP_HOST``."""
-    return ENV_PREFIX + option.lstrip("-").replace("-", "_").upper()
+    """``--smtp-host`` → ``IOTMON_SMTP_HOST``; ``--live/--no-live`` → ``IOTMON_LIVE``."""
+    return ENV_PREFIX + option.split("/")[0].lstrip("-").replace("-", "_").upper()
 
 
 def _normalise(key: str) -> str:

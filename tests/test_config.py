@@ -95,6 +95,16 @@ def test_environment_beats_file(config_file: Path) -> None:
     assert sources["threshold"] == sources["mail-to"] == sources["state-dir"] == "environment"
 
 
+@pytest.mark.parametrize(
+    ("variable", "option"), [("IOTMON_LIVE", "live"), ("IOTMON_CHANGELOG", "changelog")]
+)
+def test_on_off_flags_read_their_plain_variable(variable: str, option: str) -> None:
+    """``--live/--no-live`` reads ``IOTMON_LIVE`` (it once read ``IOTMON_LIVE/__NO_LIVE``)."""
+    doc = show_json(env={variable: "false"})
+    assert doc["options"][option] is False
+    assert doc["sources"][option] == "environment"
+
+
 def test_flags_beat_environment_and_file(config_file: Path) -> None:
     env = {"IOTMON_THRESHOLD": "72.5", "IOTMON_MAIL_TO": "env@example.com"}
     doc = show_json(
