@@ -670,7 +670,7 @@ ROWS: list[Row] = [
     Row(
         "--smtp-timeout",
         "silent-smtp",
-        lambda r, b: _true(b"timed out" in r.stderr.lower() or b"timeout" in r.stderr.lower()),
+        lambda r, b: _true(b"did not answer within 0.5 s" in r.stderr),
     ),
     Row(
         "--flush-timeout",

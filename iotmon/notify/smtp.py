@@ -123,7 +123,12 @@ class SmtpNotifier:
             # e.g. --smtp-security starttls against a server without STARTTLS: a setting
             # to fix, after which the queued notification should still go out.
             raise TransientDeliveryError(f"SMTP server {where}: {exc.message}") from exc
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise TransientDeliveryError(
+                f"SMTP server {where} did not answer within {settings.timeout:g} s "
+                "(a slow or unreachable server; raise the SMTP timeout if it is just slow)"
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientDeliveryError(
                 f"cannot deliver to SMTP server {where}: {type(exc).__name__}: {exc}"
             ) from exc
