@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
+# The sample readings ship with the repository: a fresh clone needs nothing beside it.
+SEED_FILE = Path(__file__).resolve().parents[1] / "examples" / "dados_sensores.txt"
 START = "2026-01-01T00:00:00Z"
 NOISY_FLEET = (
     *("--devices", "5000", "--seed", "5"),
