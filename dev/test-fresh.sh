@@ -17,7 +17,7 @@ shift || true
 DIR="${FRESH_DIR:-$(mktemp -d)}"
 mkdir -p "$DIR"
 [[ -z "$(ls -A "$DIR")" ]] || { echo "test-fresh: $DIR is not empty" >&2; exit 1; }
-BIN="$DIR/.bin" # hidden, so the clone is the folder's only visible entry
+BIN="$(mktemp -d)/bin" # elsewhere: the clone is the only entry of its folder
 mkdir -p "$BIN"
 
 # Real binaries, not shims (pyenv's python3 shim is a bash script that needs pyenv itself).
