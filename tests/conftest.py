@@ -42,6 +42,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.helpers import PATIENCE_S
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO_ROOT / "dev" / "kafka" / "kafka.sh"
 DEFAULT_TEST_KAFKA_PORT = "39092"
@@ -115,7 +117,7 @@ async def _wait_topic_ready(admin: AIOKafkaAdminClient, name: str, partitions: i
     """Wait until metadata shows every partition with a leader (creation is asynchronous)."""
     meta: dict[str, Any] = {}
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(PATIENCE_S):
             while True:
                 (meta,) = await admin.describe_topics([name])
                 parts = meta.get("partitions") or []
@@ -127,7 +129,7 @@ async def _wait_topic_ready(admin: AIOKafkaAdminClient, name: str, partitions: i
                     return
                 await asyncio.sleep(0.05)
     except TimeoutError:
-        raise TimeoutError(f"topic {name!r} not ready after 30s: {meta!r}") from None
+        raise TimeoutError(f"topic {name!r} not ready after {PATIENCE_S:.0f}s: {meta!r}") from None
 
 
 @pytest.fixture
@@ -235,7 +237,7 @@ class SMTPCapture:
             self._failures.clear()
             self.rejections.clear()
 
-    def wait_for_sync(self, n: int = 1, timeout: float = 10.0) -> list[ReceivedMail]:
+    def wait_for_sync(self, n: int = 1, timeout: float = PATIENCE_S) -> list[ReceivedMail]:
         """Block until at least ``n`` messages arrived; return them. Raises TimeoutError."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._messages) >= n, timeout):
@@ -245,7 +247,7 @@ class SMTPCapture:
                 )
             return list(self._messages)
 
-    async def wait_for(self, n: int = 1, timeout: float = 10.0) -> list[ReceivedMail]:  # noqa: ASYNC109
+    async def wait_for(self, n: int = 1, timeout: float = PATIENCE_S) -> list[ReceivedMail]:  # noqa: ASYNC109
         """Await at least ``n`` messages without polling (the wait runs in a worker thread)."""
         return await asyncio.to_thread(self.wait_for_sync, n, timeout)
 

@@ -34,7 +34,7 @@ from iotmon.produce import (
     produce_lines,
 )
 from iotmon.simulate import Fleet, parse_event_time
-from tests.helpers import SEED_FILE
+from tests.helpers import PATIENCE_S, SEED_FILE
 
 if TYPE_CHECKING:
     from conftest import MakeTopic
@@ -161,7 +161,7 @@ def fresh_name(own_topics: list[str], prefix: str) -> str:
 
 
 async def consume_all(
-    bootstrap: str, topic: str, expected: int, *, wait_s: float = 60.0
+    bootstrap: str, topic: str, expected: int, *, wait_s: float = PATIENCE_S
 ) -> list[tuple[int, bytes | None, bytes]]:
     """Every message of the topic as (partition, key, value), in per-partition order."""
     consumer = AIOKafkaConsumer(
