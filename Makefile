@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check iotmon tests bench examples
-	$(BIN)/ruff format --check iotmon tests bench examples
+	$(BIN)/ruff check iotmon tests bench examples dev
+	$(BIN)/ruff format --check iotmon tests bench examples dev
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

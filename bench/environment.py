@@ -99,9 +99,9 @@ def _kafka_version() -> str | None:
         match = re.match(r"kafka_2\.13-(\d[\w.\-]*?)\.jar$", jar.name)
         if match and not match.group(1).endswith(("test", "sources")):
             return match.group(1)
-    pom = REPO / "dev" / "kafka" / "pom.xml"
-    if pom.exists():
-        match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom.read_text())
+    lock = REPO / "dev" / "kafka" / "jars.lock"
+    if lock.exists():
+        match = re.search(r"^org\.apache\.kafka:kafka_2\.13:(\S+) ", lock.read_text(), re.M)
         if match:
             return match.group(1)
     return None

@@ -7,7 +7,7 @@ window means, and sends debounced, grouped alert digests through a notifier::
     import iotmon
 
     settings = iotmon.Settings(
-        source=iotmon.SourceSettings(input="dados_sensores.txt", once=True),
+        source=iotmon.SourceSettings(input="examples/dados_sensores.txt", once=True),
         parse=iotmon.ParseSettings(key_field="sensor"),
         alerts=iotmon.AlertSettings(threshold=75.0, metric="running", for_seconds=0),
     )

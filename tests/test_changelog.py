@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from iotmon.changelog import CHUNK_BYTES, Checkpoint, KafkaChangelog, describe_changelog
 from tests.conftest import MakeTopic
 from tests.helpers import (
+    PATIENCE_S,
     assert_same_stats,
     consume_json,
     drop_topics,
@@ -132,7 +133,7 @@ async def test_a_large_state_is_chunked_and_only_the_newest_checkpoint_counts(
         end = (await raw.end_offsets([tp]))[tp]
         records = []
         while not records or records[-1].offset < end - 1:
-            batch = await raw.getmany(tp, timeout_ms=5_000)
+            batch = await raw.getmany(tp, timeout_ms=int(PATIENCE_S * 1000))
             assert batch, "changelog records did not arrive"
             records += batch[tp]
     finally:
@@ -176,7 +177,7 @@ async def test_exactly_once_sigkills_leave_exact_stats_and_each_dead_letter_once
     try:
         seen: list[tuple[bytes, bytes]] = []
         while len(seen) < whole["rejected"]:
-            batch = await consumer.getmany(timeout_ms=10_000)
+            batch = await consumer.getmany(timeout_ms=int(PATIENCE_S * 1000))
             assert batch, f"{len(seen)} of {whole['rejected']} dead letters arrived"
             for records in batch.values():
                 for record in records:

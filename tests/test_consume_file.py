@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.helpers import (
+    PATIENCE_S,
     SEED_FILE,
     assert_same_stats,
     consume_json,
@@ -142,14 +143,14 @@ def test_sigterm_checkpoints_and_exits_zero_quickly(tmp_path: Path) -> None:
     proc = spawn(
         "consume", "--input", str(data), "--follow", "--no-live", "--state-dir", str(state)
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + PATIENCE_S
     while not list(state.glob("partitions/*.json")):
         assert proc.poll() is None, proc.communicate()[1].decode()
         assert time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
-    assert proc.wait(timeout=10) == 0
+    assert proc.wait(timeout=PATIENCE_S) == 0
     assert time.monotonic() - started < 5
     status = iotmon("status", "--state-dir", str(state), "--json")
     assert orjson.loads(status.stdout)["readings"] == 10_000
@@ -180,7 +181,7 @@ def test_a_second_process_on_the_same_state_dir_is_refused(tmp_path: Path) -> No
         "consume", "--input", str(data), "--follow", "--no-live", "--state-dir", str(state)
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + PATIENCE_S
         while not (state / "LOCK").exists() or not list(state.glob("partitions/*.json")):
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -190,7 +191,7 @@ def test_a_second_process_on_the_same_state_dir_is_refused(tmp_path: Path) -> No
         assert second.returncode == 2 and b"in use by another iotmon process" in second.stderr
     finally:
         first.send_signal(signal.SIGTERM)
-        first.wait(timeout=10)
+        first.wait(timeout=PATIENCE_S)
 
 
 @pytest.mark.parametrize("bad", ["--valid-range=10", "--window=7", "--metric=median"])

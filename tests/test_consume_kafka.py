@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from tests.conftest import MakeTopic
 from tests.helpers import (
+    PATIENCE_S,
     SEED_FILE,
     assert_same_stats,
     consume_json,
@@ -84,7 +85,7 @@ async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRec
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         while len(records) < count:
-            more = await consumer.getmany(timeout_ms=10_000)
+            more = await consumer.getmany(timeout_ms=int(PATIENCE_S * 1000))
             assert more, f"{topic}: {len(records)} of {count} records arrived"
             records += [r for rs in more.values() for r in rs]
     finally:

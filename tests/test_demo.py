@@ -15,7 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from iotmon.demo import DemoOptions, ReceivedEmail, demo_fleet, run_demo
-from tests.helpers import iotmon
+from tests.helpers import PATIENCE_S, iotmon
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ async def _assert_topics_deleted(bootstrap: str, topics: list[str]) -> None:
     try:
         # Deletion completes asynchronously on the broker and Kafka offers nothing to await:
         # poll its metadata until it says so.
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(PATIENCE_S):
             while set(topics) & set(await admin.list_topics()):  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
     finally:

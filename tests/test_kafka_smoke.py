@@ -84,7 +84,7 @@ def _mail(subject: str = "overheat d1") -> EmailMessage:
 
 async def test_smtp_plain_receives(smtp_server: SMTPCapture) -> None:
     await aiosmtplib.send(_mail(), hostname=smtp_server.host, port=smtp_server.port)
-    (got,) = await smtp_server.wait_for(1, timeout=5)
+    (got,) = await smtp_server.wait_for(1)
     assert got.mail_from == "iotmon@example.test"
     assert got.rcpt_tos == ("ops@example.test",)
     assert got.message["Subject"] == "overheat d1"
@@ -104,7 +104,7 @@ async def test_smtp_auth_starttls_receives(smtp_server_auth_tls: SMTPCapture) ->
         username=smtp.username,
         password=smtp.password,
     )
-    (got,) = await smtp.wait_for(1, timeout=5)
+    (got,) = await smtp.wait_for(1)
     assert (got.auth_user, got.tls) == (smtp.username, True)
     assert got.message["Subject"] == "overheat d1"
 
@@ -144,6 +144,6 @@ async def test_smtp_injected_failures_then_success(smtp_server: SMTPCapture) -> 
     await aiosmtplib.send(
         _mail("third time lucky"), hostname=smtp_server.host, port=smtp_server.port
     )
-    (got,) = await smtp_server.wait_for(1, timeout=5)
+    (got,) = await smtp_server.wait_for(1)
     assert got.message["Subject"] == "third time lucky"
     assert smtp_server.rejections == [("data", 451), ("data", 451), ("rcpt", 550)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,13 +16,13 @@ from iotmon.parse import (
     format_event_time,
     parse_event_time,
 )
+from tests.helpers import SEED_FILE
 
 SEED_LINE = (
     b'{"id_sensor":"Sensor-1503-762GK","id_equipamento":"Equipament-0323XH-762GK",'
     b'"sensor":"sensor16", "data_evento":"2023-03-15T12:15:37.166944Z", '
     b'"padrao":{"formato":"iot:leitura:sensor:temp", "leitura":{"temperatura":73.3}}}'
 )
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
 
 
 def reading(**overrides: object) -> bytes:

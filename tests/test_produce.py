@@ -34,11 +34,11 @@ from iotmon.produce import (
     produce_lines,
 )
 from iotmon.simulate import Fleet, parse_event_time
+from tests.helpers import PATIENCE_S, SEED_FILE
 
 if TYPE_CHECKING:
     from conftest import MakeTopic
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
 LINE = (
     b'{"id_sensor":"Sensor-1503-762GK","id_equipamento":"Equipament-0323XH-762GK",'
     b'"sensor":"sensor16", "data_evento":"2023-03-15T12:15:37.166944Z", '
@@ -161,7 +161,7 @@ def fresh_name(own_topics: list[str], prefix: str) -> str:
 
 
 async def consume_all(
-    bootstrap: str, topic: str, expected: int, *, wait_s: float = 60.0
+    bootstrap: str, topic: str, expected: int, *, wait_s: float = PATIENCE_S
 ) -> list[tuple[int, bytes | None, bytes]]:
     """Every message of the topic as (partition, key, value), in per-partition order."""
     consumer = AIOKafkaConsumer(

