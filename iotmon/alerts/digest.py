@@ -7,11 +7,12 @@ share a group, so a digest is split per recipient set). A group's next digest is
     max(earliest queued change + group_wait, previous digest + group_interval)
 
 and carries exactly the queued changes with ``at <= due``; with nothing queued but devices
-still firing, a reminder is due ``repeat_interval`` after the previous digest; a stream
-clock that passes several reminder slots at once gets one reminder, at the last of them,
-never a backlog. All of these are event times, and :meth:`DigestScheduler.due` emits whatever is due by the stream
-clock it is given, however late it is asked (several in a row if need be) — so which
-digest a change lands in, and when, does not depend on the tick cadence.
+still firing, a reminder is due ``repeat_interval`` after the previous digest. All of
+these are event times, and :meth:`DigestScheduler.due` emits whatever is due by the stream
+clock it is given, however late it is asked (several change digests in a row if need be)
+-- so which digest a change lands in, and when, does not depend on the tick cadence. A
+clock that passes several reminder slots at once (a gap in a replay, a clock jump) gets
+one reminder, at the last of those slots, never a backlog of identical ones.
 
 Identity: a digest's id hashes its kind, schedule slot, recipient set and the transitions
 it reports (device, state, time) — or, for a reminder, the firing devices and since when.
