@@ -182,6 +182,7 @@ def build_settings(
                 input=v.get("input"),
                 follow=bool(v["follow"]),
                 once=bool(v["once"]),
+                max_line_bytes=int(v["max_line_bytes"]),
                 kafka=KafkaSettings(
                     bootstrap_servers=v["bootstrap_servers"],
                     topics=tuple(v["topic"]) or ("sensoresInfos",),
@@ -228,6 +229,7 @@ def build_settings(
                 eml_dir=Path(v["outbox"]),
             ),
             flush_timeout=float(v["flush_timeout"]),
+            max_future=float(v["max_future"]),
             guarantee=_choice(  # type: ignore[arg-type]
                 "guarantee",
                 v.get("guarantee", "at-least-once"),

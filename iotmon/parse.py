@@ -24,7 +24,9 @@ __all__ = [
     "DEFAULT_KEY_FIELD",
     "DEFAULT_TEMPERATURE_FIELD",
     "DEFAULT_TIME_FIELD",
+    "MAX_EVENT_US",
     "MAX_KEY_LENGTH",
+    "MIN_EVENT_US",
     "ParseSettings",
     "Reading",
     "ReadingParser",
@@ -54,6 +56,10 @@ class Reason(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_KEY = "bad_key"
+    TOO_LONG = "too_long"
+    """Over ``--max-line-bytes``: the source never held it whole (see ``OversizedLine``)."""
+    FUTURE_TIME = "future_time"
+    """More than ``--max-future`` ahead of its partition's stream or of wall time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,9 @@ class ParseSettings:
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 _SECONDS_CACHE_LIMIT: Final = 65536
+MIN_EVENT_US: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+MAX_EVENT_US: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_US
+"""The event times a reading may have: those a UTC ``datetime`` can represent."""
 
 
 def _datetime_to_us(moment: datetime) -> int:
@@ -95,12 +104,17 @@ def _datetime_to_us(moment: datetime) -> int:
 
 
 def parse_event_time(text: str) -> int:
-    """ISO-8601 text to µs since the epoch; ``ValueError`` when it is not a timestamp."""
+    """ISO-8601 text to µs since the epoch; ``ValueError`` when it is not a timestamp, or
+    when its offset moves it outside the years 1..9999 UTC (``9999-12-31T23:59:59-12:00``):
+    every later step (windows, alert times, reports) works in UTC datetimes."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise ValueError(f"{text!r} is not an ISO-8601 time (e.g. 2026-01-01T00:00:00Z)") from exc
-    return _datetime_to_us(moment)
+    event_us = _datetime_to_us(moment)
+    if not MIN_EVENT_US <= event_us <= MAX_EVENT_US:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC")
+    return event_us
 
 
 def format_event_time(event_us: int) -> str:
@@ -221,47 +235,62 @@ def _fast_parser(parser: ReadingParser) -> Callable[[bytes], Reading | Rejection
     Anything unusual — a decoding error, a missing field, a wrong type, a value out of range
     or an unusual timestamp — is handed to :meth:`ReadingParser.parse_strictly`, which finds
     the precise reason (or accepts it: the fast path is allowed to be conservative).
-    The generated source only contains ``repr()``-quoted field names.
+
+    No user value is ever written into the generated source: it depends only on how many
+    parts each field path has. The field names and the valid range reach it as closure
+    variables, so any float (``inf`` too) or field name is just a value.
     """
 
-    def access(path: tuple[str, ...]) -> str:
-        return "doc" + "".join(f"[{part!r}]" for part in path)
+    def access(name: str, path: tuple[str, ...]) -> str:
+        return "doc" + "".join(f"[{name}_{i}]" for i in range(len(path)))
 
-    source = f"""
-def parse(line):
-    try:
-        doc = loads(line)
-        key = {access(parser._key)}
-        value = {access(parser._temp)}
-        stamp = {access(parser._time)}
-    except (JSONDecodeError, KeyError, TypeError, IndexError):
-        return strict(line)
-    kind = type(value)
-    if (
-        type(key) is str
-        and (kind is float or kind is int)
-        and type(stamp) is str
-        and 0 < len(key) <= {MAX_KEY_LENGTH}
-        and {parser._min!r} <= value <= {parser._max!r}
-        and len(stamp) == 27
-        and stamp[26] == "Z"
-        and stamp[19] == "."
-        and not key.isspace()
-    ):
-        base = seconds.get(stamp[:19])
-        fraction = stamp[20:26]
-        if base is not None and fraction.isdigit() and fraction.isascii():
-            return key, float(value), base + int(fraction)
-    return strict(line)
-"""
-    namespace: dict[str, Any] = {
+    def names(name: str, path: tuple[str, ...]) -> list[str]:
+        return [f"{name}_{i}" for i in range(len(path))]
+
+    paths = {"key": parser._key, "temp": parser._temp, "time": parser._time}
+    values: dict[str, Any] = {
         "loads": orjson.loads,
         "JSONDecodeError": orjson.JSONDecodeError,
         "strict": parser.parse_strictly,
         "seconds": parser._seconds,
+        "low": parser._min,
+        "high": parser._max,
+        "max_key_length": MAX_KEY_LENGTH,
     }
-    exec(compile(source, f"<iotmon.parse fast path for {parser.settings}>", "exec"), namespace)
-    fast: Callable[[bytes], Reading | Rejection] = namespace["parse"]
+    for name, path in paths.items():
+        values.update(zip(names(name, path), path, strict=True))
+    source = f"""
+def make({", ".join(values)}):
+    def parse(line):
+        try:
+            doc = loads(line)
+            key = {access("key", parser._key)}
+            value = {access("temp", parser._temp)}
+            stamp = {access("time", parser._time)}
+        except (JSONDecodeError, KeyError, TypeError, IndexError):
+            return strict(line)
+        kind = type(value)
+        if (
+            type(key) is str
+            and (kind is float or kind is int)
+            and type(stamp) is str
+            and 0 < len(key) <= max_key_length
+            and low <= value <= high
+            and len(stamp) == 27
+            and stamp[26] == "Z"
+            and stamp[19] == "."
+            and not key.isspace()
+        ):
+            base = seconds.get(stamp[:19])
+            fraction = stamp[20:26]
+            if base is not None and fraction.isdigit() and fraction.isascii():
+                return key, float(value), base + int(fraction)
+        return strict(line)
+    return parse
+"""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<iotmon.parse fast path>", "exec"), namespace)
+    fast: Callable[[bytes], Reading | Rejection] = namespace["make"](**values)
     return fast
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotmon.alerts import AlertTracker
+from iotmon.horizon import Horizon
 from iotmon.parse import Reason
 from iotmon.sources.base import Position
 from iotmon.stats import StatsTable, WindowSpec
@@ -33,6 +34,8 @@ class PartitionState:
     dlq_size: int = 0
     head_us: int = 0
     """Latest event time seen in this partition: the input to the stream watermark."""
+    horizon: Horizon = field(default_factory=Horizon)
+    """How far ahead of ``head_us`` a reading may be (``--max-future``)."""
     dirty: bool = False
     announce: list[list[Any]] = field(default_factory=list)
     """Changes of this partition's devices queued for a digest but not announced yet
@@ -51,6 +54,7 @@ class PartitionState:
                 "rejected": dict(self.rejected),
             },
             "head_us": self.head_us,
+            "head_wall_us": self.horizon.head_wall_us,
             "dlq_size": self.dlq_size,
             "window": _window_fields(self.table.spec),
             "stats": self.table.to_document(),
@@ -89,6 +93,7 @@ class PartitionState:
             rejected=rejected,
             dlq_size=int(doc["dlq_size"]),
             head_us=int(doc["head_us"]),
+            horizon=Horizon(head_wall_us=int(doc.get("head_wall_us", 0))),
             announce=announce,
             checkpoint_id=None if checkpoint is None else str(checkpoint),
         )

@@ -39,11 +39,11 @@ from iotmon.kafka_admin import MAX_REQUEST_BYTES, KafkaUnavailableError
 from iotmon.latency import Histogram
 from iotmon.notify import Notification, Notifier, build_notifier
 from iotmon.notify.outbox import Outbox
-from iotmon.parse import ReadingParser, Rejection
+from iotmon.parse import Reading, ReadingParser, Reason, Rejection, format_event_time
 from iotmon.partition import PartitionState
 from iotmon.report import AlertRecord, DeviceSummaries, Report
 from iotmon.settings import Settings
-from iotmon.sources.base import Batch, Position, Source
+from iotmon.sources.base import Batch, OversizedLine, Position, Source
 from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
 from iotmon.sources.kafka import KafkaSource
 from iotmon.stats import DeviceStats, StatsTable
@@ -77,11 +77,12 @@ class Pipeline:
         dead_letters: DeadLetters | None = None,
     ) -> None:
         self.settings = settings or Settings()
-        self._source_override = _as_source(source)
+        self._source_override = _as_source(source, self.settings.source.max_line_bytes)
         self._notifier_override = notifier
         self._dead_letters_override = dead_letters
         self.state_dir = StateDir(self.settings.state_dir)
         self._parser = ReadingParser(self.settings.parse)
+        self._max_future_us = round(self.settings.max_future * 1_000_000)
         self._partitions: dict[str, PartitionState] = {}
         self._source: Source | None = None
         self._dead_letters: DeadLetters | None = None
@@ -177,11 +178,12 @@ class Pipeline:
 
     def _build_source(self) -> Source:
         source = self.settings.source
+        limit = source.max_line_bytes
         if source.input is None:
-            return KafkaSource(source.kafka, once=source.once)
+            return KafkaSource(source.kafka, once=source.once, max_line_bytes=limit)
         if source.input == "-":
-            return LineIterableSource(stdin_lines(), name="stdin")
-        return FileSource(source.input_path, follow=source.follow)
+            return LineIterableSource(stdin_lines(limit), name="stdin", max_line_bytes=limit)
+        return FileSource(source.input_path, follow=source.follow, max_line_bytes=limit)
 
     async def _build_changelog(self) -> KafkaChangelog:
         from aiokafka.errors import KafkaError
@@ -362,18 +364,37 @@ class Pipeline:
         part = self._partitions.get(batch.partition)
         if part is None:
             part = self._new_partition(batch.partition)
-        parse = self._parser.parse
+        parse = self._parser.parse if not batch.oversized else self._parse_capped
         table = part.table
         devices = table.devices
         spec = table.spec
         observe = part.tracker.observe
         head = part.head_us
+        # Event times past `limit` are checked against --max-future (iotmon.horizon); the
+        # limit is only brought up to date there, so a reading in bounds costs one compare.
+        horizon = part.horizon
+        now_us = time.time_ns() // 1000
+        reference = horizon.reference(head, now_us)
+        limit = reference + self._max_future_us if head else 0
         accepted = late = 0
         # StatsTable.add, inlined: this loop runs once per reading.
         for index, line in enumerate(batch.lines):
             reading = parse(line)
             if type(reading) is tuple:
                 key, value, event_us = reading
+                if event_us > head:
+                    if event_us > limit:
+                        limit = horizon.limit(
+                            event_us,
+                            head_us=head,
+                            reference_us=reference,
+                            now_us=now_us,
+                            ahead_us=self._max_future_us,
+                        )
+                        if event_us > limit:
+                            self._reject(part, batch, index, line, self._future(event_us, now_us))
+                            continue
+                    head = event_us
                 stats = devices.get(key)
                 if stats is None:
                     stats = devices[key] = DeviceStats(spec)
@@ -381,8 +402,6 @@ class Pipeline:
                     late += 1
                 observe(key, stats)
                 accepted += 1
-                if event_us > head:
-                    head = event_us
             else:
                 assert isinstance(reading, Rejection)
                 self._reject(part, batch, index, line, reading)
@@ -390,13 +409,38 @@ class Pipeline:
         self.batch_seconds.observe(time.perf_counter() - started)
         part.read += len(batch.lines)
         part.accepted += accepted
-        part.head_us = head
+        if head != part.head_us:
+            part.head_us = head
+            horizon.head_wall_us = now_us
         part.position = batch.end
         part.dirty = True
         self._advance_clock()
         if self._progress:
             for hook in self._progress:
                 hook(self)
+
+    def _parse_capped(self, line: bytes) -> Reading | Rejection:
+        """``parse`` for a batch with lines too long to be readings (see ``OversizedLine``)."""
+        if type(line) is OversizedLine:
+            return Rejection(
+                Reason.TOO_LONG,
+                f"a line of {line.length} bytes, over --max-line-bytes "
+                f"{self.settings.source.max_line_bytes}; kept here: its first {len(line)} bytes",
+            )
+        return self._parser.parse(line)
+
+    def _future(self, event_us: int, now_us: int) -> Rejection:
+        field = self.settings.parse.time_field
+        ahead = self.settings.max_future
+        if event_us > now_us + self._max_future_us:
+            than = f"wall time ({format_event_time(now_us)})"
+        else:
+            than = "the latest readings of its partition"
+        return Rejection(
+            Reason.FUTURE_TIME,
+            f"{field}={format_event_time(event_us)} is more than --max-future {ahead:g} s "
+            f"ahead of {than}",
+        )
 
     def _reject(
         self, part: PartitionState, batch: Batch, index: int, line: bytes, rejection: Rejection
@@ -840,10 +884,12 @@ class Pipeline:
 _END = object()
 
 
-def _as_source(candidate: Source | AsyncIterable[bytes | str] | None) -> Source | None:
+def _as_source(
+    candidate: Source | AsyncIterable[bytes | str] | None, max_line_bytes: int
+) -> Source | None:
     if candidate is None or isinstance(candidate, Source):
         return candidate
-    return LineIterableSource(candidate)
+    return LineIterableSource(candidate, max_line_bytes=max_line_bytes)
 
 
 def _checkpoint_of(doc: dict[str, Any] | None) -> str | None:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from iotmon.alerts import AlertSettings
+from iotmon.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
 from iotmon.notify import EmailSettings
 from iotmon.parse import ParseSettings
+from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES
 from iotmon.sources.kafka import KafkaSettings
 from iotmon.stats import WindowSpec
 
@@ -31,8 +33,12 @@ class SourceSettings:
     follow: bool = False
     once: bool = False
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    """Longer lines (Kafka message values) are rejected as ``too_long``, never held whole."""
 
     def __post_init__(self) -> None:
+        if not self.max_line_bytes >= 1:
+            raise ValueError("max-line-bytes: must be a positive number of bytes")
         if self.follow and self.input in (None, "-"):
             raise ValueError("follow: --follow needs --input PATH (a file to tail)")
         if self.follow and self.once:
@@ -57,8 +63,16 @@ class Settings:
     email: EmailSettings = field(default_factory=EmailSettings)
     flush_timeout: float = 30.0
     guarantee: Guarantee = "at-least-once"
+    max_future: float = DEFAULT_MAX_FUTURE_SECONDS
+    """Seconds a reading may be ahead of its partition's stream and of wall time; see
+    :mod:`iotmon.horizon`."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.max_future <= LONGEST_MAX_FUTURE_SECONDS:
+            raise ValueError(
+                f"max-future: must be more than 0 and at most {LONGEST_MAX_FUTURE_SECONDS:.0f} "
+                f"seconds (100 years), got {self.max_future}"
+            )
         if not self.checkpoint_interval > 0:
             raise ValueError("checkpoint-interval: must be a positive number of seconds")
         if self.flush_timeout < 0:

@@ -8,6 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iotmon.parse import (
+    MAX_EVENT_US,
+    MIN_EVENT_US,
     ParseSettings,
     Reading,
     ReadingParser,
@@ -160,3 +162,46 @@ def test_fast_path_agrees_on_the_whole_seed_sample(settings_: ParseSettings) -> 
     parser = ReadingParser(settings_)
     for line in SEED_FILE.read_bytes().splitlines():
         assert parser.parse(line) == parser.parse_strictly(line)
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59.999999-00:01"],
+)
+def test_event_time_outside_the_years_1_to_9999_utc_is_a_bad_timestamp(stamp: str) -> None:
+    result = ReadingParser().parse(reading(data_evento=stamp))
+    assert isinstance(result, Rejection)
+    assert result.reason is Reason.BAD_TIMESTAMP
+    with pytest.raises(ValueError, match="years 1 to 9999"):
+        parse_event_time(stamp)
+
+
+def test_the_extreme_event_times_utc_can_hold_are_still_timestamps() -> None:
+    assert parse_event_time("9999-12-31T23:59:59.999999Z") == MAX_EVENT_US
+    assert parse_event_time("0001-01-01T00:00:00Z") == MIN_EVENT_US
+
+
+@pytest.mark.parametrize(
+    ("low", "high"), [(float("-inf"), 200.0), (-50.0, float("inf")), (float("-inf"), float("inf"))]
+)
+def test_infinite_valid_range_bounds_are_values(low: float, high: float) -> None:
+    parser = ReadingParser(ParseSettings(valid_min=low, valid_max=high))
+    assert isinstance(parser.parse(SEED_LINE), tuple)
+    hot = reading(padrao={"leitura": {"temperatura": 1e300}})
+    assert parser.parse(hot) == parser.parse_strictly(hot)
+    assert isinstance(parser.parse(hot), tuple) is (high == float("inf"))
+
+
+def test_field_names_are_values_not_source() -> None:
+    """A field name that would be code if it were pasted into the fast path's source."""
+    name = "k']; import os; x = doc['"
+    parser = ReadingParser(ParseSettings(key_field=name))
+    line = orjson.dumps(
+        {
+            name: "E-1",
+            "data_evento": "2023-03-15T12:15:37.166944Z",
+            "padrao": {"leitura": {"temperatura": 73.3}},
+        }
+    )
+    assert parser.parse(line) == parser.parse_strictly(line)
+    assert parser.parse(line)[0] == "E-1"  # type: ignore[index]

@@ -14,6 +14,8 @@ import typer
 from iotmon.cli import app
 from iotmon.cli.common import CONFIG_OPTION, config_of, opt, setup_logging, user_errors
 from iotmon.config import build_settings
+from iotmon.horizon import DEFAULT_MAX_FUTURE_SECONDS
+from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES, OVERSIZED_PREFIX_BYTES
 
 SOURCE = "Source"
 PARSING = "Parsing"
@@ -62,6 +64,13 @@ def consume(
         help="Process what is there now, flush alerts, print the final stats and exit.",
         rich_help_panel=SOURCE,
     ),
+    max_line_bytes: int = opt(
+        DEFAULT_MAX_LINE_BYTES,
+        "--max-line-bytes",
+        help="Longest line or Kafka message taken as a reading; longer ones are dead-lettered "
+        f"as too_long with their first {OVERSIZED_PREFIX_BYTES} bytes and their length.",
+        rich_help_panel=SOURCE,
+    ),
     key: str = opt(
         "id_equipamento",
         "--key",
@@ -85,6 +94,13 @@ def consume(
         "-50..200",
         "--valid-range",
         help="Accepted temperatures, MIN..MAX °C; others are dead-lettered.",
+        rich_help_panel=PARSING,
+    ),
+    max_future: float = opt(
+        DEFAULT_MAX_FUTURE_SECONDS,
+        "--max-future",
+        help="Seconds a reading's event time may be ahead of wall time and of its partition's "
+        "latest readings; further ahead it is dead-lettered as future_time.",
         rich_help_panel=PARSING,
     ),
     window: float = opt(

@@ -10,9 +10,51 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
-__all__ = ["Batch", "Position", "RestoreHook", "RevokeHook", "Source"]
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "OVERSIZED_PREFIX_BYTES",
+    "Batch",
+    "OversizedLine",
+    "Position",
+    "RestoreHook",
+    "RevokeHook",
+    "Source",
+    "cap_lines",
+]
+
+DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
+"""Longest line (or Kafka message value) taken as a reading; a reading is ~220 bytes."""
+
+OVERSIZED_PREFIX_BYTES: Final = 1024
+"""How much of a too-long line is kept for its dead letter: enough to see what it was."""
+
+
+class OversizedLine(bytes):
+    """The first bytes of a line longer than the source's ``max_line_bytes``, standing in
+    for the line, which was never held whole; ``length`` is the whole line's size."""
+
+    length: int
+
+    def __new__(cls, line_start: bytes, length: int) -> OversizedLine:
+        self = super().__new__(cls, line_start[:OVERSIZED_PREFIX_BYTES])
+        self.length = length
+        return self
+
+
+def cap_lines(lines: list[bytes], max_line_bytes: int) -> bool:
+    """Replace lines over ``max_line_bytes`` by their :class:`OversizedLine`; True if any.
+
+    For transports that deliver whole messages (Kafka): the size check is one pass in C.
+    """
+    if not lines or max(map(len, lines)) <= max_line_bytes:
+        return False
+    for index, line in enumerate(lines):
+        if len(line) > max_line_bytes and type(line) is not OversizedLine:
+            lines[index] = OversizedLine(line, len(line))
+    return True
+
 
 Position = dict[str, Any]
 """A source-specific, JSON-serialisable resume point stored in the partition checkpoint."""
@@ -34,6 +76,8 @@ class Batch:
     """The resume point after the last line of this batch."""
     key_of: Callable[[int], bytes | None] | None = None
     """Message key of line ``i`` when the transport has keys (Kafka), for the DLQ."""
+    oversized: bool = False
+    """Some of ``lines`` are :class:`OversizedLine`: too long to be readings."""
 
 
 @runtime_checkable

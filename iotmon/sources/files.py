@@ -7,6 +7,10 @@ was replaced by another one (rotation while we were down) is read from the start
 from a meaningless offset. Non-seekable inputs (stdin, iterables) resume by skipping the
 number of lines their checkpoint already includes, which is right when the same input is
 replayed.
+
+Every source cuts lines with :class:`LineSplitter`, which never holds more than
+``max_line_bytes`` of one: a longer line is handed on as an :class:`OversizedLine` (its
+first bytes and its length) for the pipeline to reject as ``too_long``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from iotmon.sources.base import Batch, Position, RestoreHook, RevokeHook
+from iotmon.sources.base import (
+    DEFAULT_MAX_LINE_BYTES,
+    OVERSIZED_PREFIX_BYTES,
+    Batch,
+    OversizedLine,
+    Position,
+    RestoreHook,
+    RevokeHook,
+)
 
-__all__ = ["FileSource", "LineIterableSource", "stdin_lines"]
+__all__ = ["FileSource", "LineIterableSource", "LineSplitter", "stdin_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +43,77 @@ CHUNK_BYTES: Final = 1 << 20
 FINGERPRINT_BYTES: Final = 256
 FOLLOW_POLL_SECONDS: Final = 0.1
 ITERABLE_BATCH_LINES: Final = 4096
+
+
+class LineSplitter:
+    """Cuts a byte stream, fed in chunks, into lines (without their ``\\n``).
+
+    An unfinished line is carried over to the next chunk, but never more than
+    ``max_line_bytes`` of it: past that only its first bytes and its length are kept, and
+    the line comes out as an :class:`OversizedLine` once its end arrives.
+    """
+
+    __slots__ = ("_carried", "_pending", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._pending = b""
+        self._carried = 0
+
+    def feed(self, chunk: bytes) -> tuple[list[bytes], int, bool]:
+        """The lines ``chunk`` completes, the bytes they span (newlines included, and the
+        carried-over start) and whether any of them is oversized."""
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if not lines:
+            self._carry(tail)
+            return lines, 0, False
+        limit = self.max_line_bytes
+        carried = self._carried
+        consumed = len(chunk) - len(tail) + carried
+        oversized = False
+        if carried:
+            # Glue the carried start onto the first piece: no copy of the whole chunk.
+            length = carried + len(lines[0])
+            if length > limit:
+                lines[0] = OversizedLine(self._pending + lines[0][:OVERSIZED_PREFIX_BYTES], length)
+                oversized = True
+            else:
+                lines[0] = self._pending + lines[0]
+        # A line inside one chunk is shorter than the chunk: only a small limit needs a look.
+        if len(chunk) > limit and max(map(len, lines)) > limit:
+            for index, line in enumerate(lines):
+                if len(line) > limit and type(line) is not OversizedLine:
+                    lines[index] = OversizedLine(line, len(line))
+                    oversized = True
+        self._pending = b""
+        self._carried = 0
+        self._carry(tail)
+        return lines, consumed, oversized
+
+    def finish(self) -> tuple[list[bytes], int, bool]:
+        """The last line when the input ends without a newline (like :meth:`feed`)."""
+        carried = self._carried
+        if not carried:
+            return [], 0, False
+        pending = self._pending
+        self.reset()
+        if carried > self.max_line_bytes:
+            return [OversizedLine(pending, carried)], carried, True
+        return [pending], carried, False
+
+    def reset(self) -> None:
+        self._pending = b""
+        self._carried = 0
+
+    def _carry(self, piece: bytes) -> None:
+        self._carried += len(piece)
+        if self._carried <= self.max_line_bytes:
+            self._pending += piece
+        elif len(self._pending) != OVERSIZED_PREFIX_BYTES:
+            # Over the limit: from now on only the line's first bytes are kept.
+            start = self._pending[:OVERSIZED_PREFIX_BYTES] + piece[:OVERSIZED_PREFIX_BYTES]
+            self._pending = start[:OVERSIZED_PREFIX_BYTES]
 
 
 def _fingerprint(handle: BinaryIO, length: int) -> str:
@@ -43,10 +126,18 @@ class FileSource:
     survives truncation (reads again from the start) and rotation (drains the old file,
     then opens the new one at the same path)."""
 
-    def __init__(self, path: Path, *, follow: bool = False, idle_seconds: float = 0.1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        follow: bool = False,
+        idle_seconds: float = 0.1,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
         self.path = path
         self.follow = follow
         self.idle_seconds = idle_seconds
+        self._splitter = LineSplitter(max_line_bytes)
         self.name = f"file:{path.resolve()}"
         self._handle: BinaryIO | None = None
         self._offset = 0
@@ -103,34 +194,26 @@ class FileSource:
         }
 
     async def batches(self) -> AsyncIterator[Batch | None]:
-        pending = b""
+        splitter = self._splitter
         while True:
             handle = self._handle
             chunk = handle.read(CHUNK_BYTES) if handle is not None else b""
             if chunk:
-                # Split the chunk as it is and glue the previous partial line onto the first
-                # piece: no copy of the whole chunk just to prepend a few bytes.
-                lines = chunk.split(b"\n")
-                tail = lines.pop()
-                if not lines:
-                    pending += tail
-                    continue
-                consumed = len(chunk) - len(tail) + len(pending)
-                if pending:
-                    lines[0] = pending + lines[0]
-                pending = tail
-                yield self._batch(lines, consumed)
+                lines, consumed, oversized = splitter.feed(chunk)
+                if lines:
+                    yield self._batch(lines, consumed, oversized)
                 continue
             if not self.follow:
-                if pending:
-                    yield self._batch([pending], len(pending))
+                lines, consumed, oversized = splitter.finish()
+                if lines:
+                    yield self._batch(lines, consumed, oversized)
                 return
             yield None
             await asyncio.sleep(self.idle_seconds)
             if self._reopen_if_replaced():
-                pending = b""
+                splitter.reset()
 
-    def _batch(self, lines: list[bytes], consumed: int) -> Batch:
+    def _batch(self, lines: list[bytes], consumed: int, oversized: bool) -> Batch:
         first = self._line + 1
         self._line += len(lines)
         self._offset += consumed
@@ -139,6 +222,7 @@ class FileSource:
             lines=lines,
             positions=range(first, first + len(lines)),
             end=self._position(),
+            oversized=oversized,
         )
 
     def _reopen_if_replaced(self) -> bool:
@@ -189,13 +273,21 @@ class LineIterableSource:
     """
 
     def __init__(
-        self, lines: AsyncIterable[bytes | str], *, name: str = "custom", idle_seconds: float = 0.1
+        self,
+        lines: AsyncIterable[bytes | str],
+        *,
+        name: str = "custom",
+        idle_seconds: float = 0.1,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         self.name = name
         self.idle_seconds = idle_seconds
+        self.max_line_bytes = max_line_bytes
         self._lines = lines
         self._skip = 0
         self._line = 0
+        # Oversized lines queued but not batched yet: only then is a batch searched for them.
+        self._oversized = 0
 
     async def open(self, *, on_assign: RestoreHook, on_revoke: RevokeHook) -> None:
         restored = (await on_assign([self.name])).get(self.name)
@@ -224,7 +316,11 @@ class LineIterableSource:
                     item = queue.get_nowait()
                 finished = item is None
                 if buffer:
-                    yield self._batch(buffer)
+                    oversized = 0
+                    if self._oversized:
+                        oversized = sum(1 for line in buffer if type(line) is OversizedLine)
+                        self._oversized -= oversized
+                    yield self._batch(buffer, oversized > 0)
             await pump
         finally:
             pump.cancel()
@@ -237,11 +333,17 @@ class LineIterableSource:
                     self._skip -= 1
                     self._line += 1
                     continue
-                await queue.put(line.rstrip(b"\r\n"))
+                if type(line) is not OversizedLine:
+                    line = line.rstrip(b"\r\n")
+                    if len(line) > self.max_line_bytes:
+                        line = OversizedLine(line, len(line))
+                if type(line) is OversizedLine:
+                    self._oversized += 1
+                await queue.put(line)
         finally:
             await queue.put(None)
 
-    def _batch(self, lines: list[bytes]) -> Batch:
+    def _batch(self, lines: list[bytes], oversized: bool) -> Batch:
         first = self._line + 1
         self._line += len(lines)
         return Batch(
@@ -249,6 +351,7 @@ class LineIterableSource:
             lines=lines,
             positions=range(first, first + len(lines)),
             end={"line": self._line},
+            oversized=oversized,
         )
 
     async def commit(self, positions: dict[str, Position]) -> None:
@@ -263,15 +366,21 @@ class LineIterableSource:
             await closer()
 
 
-async def stdin_lines() -> AsyncIterator[bytes]:
-    """Lines of standard input without blocking the event loop on a pipe or terminal."""
+async def stdin_lines(max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> AsyncIterator[bytes]:
+    """Lines of standard input (without ``\\n``) without blocking the event loop on a pipe or
+    terminal; a line over ``max_line_bytes`` comes as an :class:`OversizedLine`."""
+    splitter = LineSplitter(max_line_bytes)
     if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
         # A redirected regular file cannot be watched by the loop; it never blocks anyway.
-        for line in sys.stdin.buffer:
-            yield line
-        return
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 24)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
+        while chunk := sys.stdin.buffer.read(CHUNK_BYTES):
+            for line in splitter.feed(chunk)[0]:
+                yield line
+    else:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=CHUNK_BYTES)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while chunk := await reader.read(CHUNK_BYTES):
+            for line in splitter.feed(chunk)[0]:
+                yield line
+    for line in splitter.finish()[0]:
         yield line

@@ -23,7 +23,14 @@ from typing import Any, Literal, overload
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
-from iotmon.sources.base import Batch, Position, RestoreHook, RevokeHook
+from iotmon.sources.base import (
+    DEFAULT_MAX_LINE_BYTES,
+    Batch,
+    Position,
+    RestoreHook,
+    RevokeHook,
+    cap_lines,
+)
 
 __all__ = ["KafkaSettings", "KafkaSource", "partition_name"]
 
@@ -58,10 +65,18 @@ def partition_name(tp: TopicPartition) -> str:
 
 
 class KafkaSource:
-    def __init__(self, settings: KafkaSettings, *, once: bool = False, idle_seconds: float = 0.1):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        once: bool = False,
+        idle_seconds: float = 0.1,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ):
         self.settings = settings
         self.once = once
         self.idle_seconds = idle_seconds
+        self.max_line_bytes = max_line_bytes
         self.name = f"kafka:{settings.bootstrap_servers}/{','.join(settings.topics)}"
         self._consumer: AIOKafkaConsumer | None = None
         self._on_assign: RestoreHook | None = None
@@ -251,12 +266,14 @@ class KafkaSource:
                         continue
                 self._next[tp] = messages[-1].offset + 1
                 self._yielded = generation
+                lines = [m.value if m.value is not None else b"" for m in messages]
                 yield Batch(
                     partition=partition_name(tp),
-                    lines=[m.value if m.value is not None else b"" for m in messages],
+                    lines=lines,
                     positions=_Offsets(messages),
                     end={"offset": messages[-1].offset + 1},
                     key_of=_keys(messages),
+                    oversized=cap_lines(lines, self.max_line_bytes),
                 )
 
     async def commit(
