@@ -406,6 +406,27 @@ def end_offset(bootstrap: str, topic: str) -> int:
     return asyncio.run(main())
 
 
+def limits_run(ctx: Context) -> Run:
+    """The readings plus one reading 2 h ahead of the rest and one 3 KB valid reading, read
+    with lower/higher limits and (in ``seen["defaults"]``) with the defaults."""
+    data = ctx.tmp_path / "limits.txt"
+    long_reading = orjson.loads(_line("LONG", 0, 50.0)) | {"padding": "x" * 3000}
+    data.write_bytes(
+        readings() + _line("AHEAD", END_S + 7200, 50.0) + b"\n" + orjson.dumps(long_reading)
+    )
+
+    def args(name: str, *extra: str) -> list[str]:
+        return [
+            *("consume", "--input", str(data), "--once", "--json", "--no-live"),
+            *("--state-dir", str(ctx.tmp_path / name), "--outbox", str(ctx.tmp_path / "eml")),
+            *extra,
+        ]
+
+    run = run_cli(ctx, args("state", "--max-line-bytes", "2048", "--max-future", "10800"))
+    run.seen["defaults"] = run_cli(ctx, args("defaults")).report
+    return run
+
+
 def terminal_run(ctx: Context) -> Run:
     run = Run(ctx.tmp_path, 0, b"", b"")
     run.seen["live"] = on_a_terminal(ctx)
@@ -437,6 +458,7 @@ RUNS: dict[str, Callable[[Context], Run]] = {
     "silent-smtp": silent_smtp_run,
     "follow": follow_run,
     "terminal": terminal_run,
+    "limits": limits_run,
     "kafka": kafka_run,
 }
 
@@ -514,6 +536,25 @@ ROWS: list[Row] = [
             _true(r.report["rejected_by_reason"].get("out_of_range", 0) > 0),
             _eq(b.report["rejected_by_reason"].get("out_of_range", 0), 0),
             _true(any(d["reason"] == "out_of_range" for d in _dlq_lines(r))),
+        ),
+    ),
+    Row(
+        "--max-line-bytes",
+        "limits",
+        lambda r, b: (
+            _eq(r.report["rejected_by_reason"].get("too_long"), 1),
+            _true("LONG" not in r.report["devices"]),
+            _true("LONG" in r.seen["defaults"]["devices"]),
+            _true(any(d["reason"] == "too_long" for d in _dlq_lines(r))),
+        ),
+    ),
+    Row(
+        "--max-future",
+        "limits",
+        lambda r, b: (
+            _true("AHEAD" in r.report["devices"]),
+            _true("AHEAD" not in r.seen["defaults"]["devices"]),
+            _eq(r.seen["defaults"]["rejected_by_reason"].get("future_time"), 1),
         ),
     ),
     Row(
