@@ -40,7 +40,10 @@ def reading(device: str, temperature: Any, at: str) -> bytes:
         {
             "id_equipamento": device,
             "data_evento": at,
-            "padrao": {"formato": "iot:leitura:sensor:temp", "leitura": {"temperatura": temperature}},
+            "padrao": {
+                "formato": "iot:leitura:sensor:temp",
+                "leitura": {"temperatura": temperature},
+            },
         }
     )
 
@@ -134,7 +137,7 @@ def assert_hot_device_mailed(smtp: SMTPCapture) -> None:
     assert any(_mentions(mail, HOT) for mail in received), "the hot device's digest was not mailed"
     for mail in received:
         message = email.message_from_bytes(mail.raw, policy=email.policy.default)
-        names = {name.lower() for name in message.keys()}
+        names = {name.lower() for name in message}
         assert "x-evil" not in names and "bcc" not in names, names
         assert message["To"] == "ops@example.com"
         assert "\u202e" not in str(message["Subject"])
