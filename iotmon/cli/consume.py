@@ -220,7 +220,7 @@ def consume(
     smtp_security: str = opt(
         "auto",
         "--smtp-security",
-        help="none|starttls|ssl; auto = STARTTLS when offered.",
+        help="none|starttls|ssl; auto = STARTTLS when offered, and no login without TLS.",
         rich_help_panel=EMAIL,
     ),
     smtp_user: str | None = opt(
