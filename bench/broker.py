@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from iotmon.kafka_admin import ensure_topic
+from iotmon.kafka.admin import ensure_topic
 
 __all__ = ["BENCH_KAFKA_PORT", "Broker"]
 

@@ -34,7 +34,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.broker import Broker
 from bench.scenarios import START
-from iotmon.kafka_admin import ensure_topic
+from iotmon.kafka.admin import ensure_topic
 
 # Away from the main bench's broker (39492) and the test suite's (39092).
 PORT = 39592

@@ -29,7 +29,7 @@ from bench.plan import Plan
 from bench.procs import RunResult, run
 from bench.smtp_sink import SmtpSink
 from bench.stats import Summary, percentile, summarize
-from iotmon.simulate import format_line
+from iotmon.tools.simulate import format_line
 
 __all__ = ["Bench"]
 

@@ -17,25 +17,70 @@ window means, and sends debounced, grouped alert digests through a notifier::
 Everything listed in ``__all__`` is the supported API; other modules may change.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from iotmon._version import __version__
-from iotmon.alerts import AlertSettings, RuleOverride
-from iotmon.api import run_once_sync, run_sync
-from iotmon.notify import (
-    DeviceReport,
-    Digest,
-    EmailSettings,
-    Notification,
-    Notifier,
-    PermanentDeliveryError,
-    SmtpSettings,
-    TransientDeliveryError,
-)
-from iotmon.parse import ParseSettings
-from iotmon.pipeline import Pipeline
-from iotmon.report import AlertRecord, DeviceSummary, Report
-from iotmon.settings import Settings, SourceSettings
-from iotmon.sources import KafkaSettings, LineIterableSource, Source
-from iotmon.stats import WindowSpec
+
+if TYPE_CHECKING:
+    from iotmon.alerts import AlertSettings, RuleOverride
+    from iotmon.api import run_once_sync, run_sync
+    from iotmon.engine.pipeline import Pipeline
+    from iotmon.kafka.settings import KafkaSettings
+    from iotmon.notify import (
+        DeviceReport,
+        Digest,
+        EmailSettings,
+        Notification,
+        Notifier,
+        PermanentDeliveryError,
+        SmtpSettings,
+        TransientDeliveryError,
+    )
+    from iotmon.parse import ParseSettings
+    from iotmon.report import AlertRecord, DeviceSummary, Report
+    from iotmon.settings import Settings, SourceSettings
+    from iotmon.sources import LineIterableSource, Source
+    from iotmon.stats import WindowSpec
+
+# Imported on first use, so that `import iotmon.stats` (or a file-only run) does not pay for
+# aiokafka and aiosmtplib.
+_HOME = {
+    "AlertSettings": "iotmon.alerts",
+    "RuleOverride": "iotmon.alerts",
+    "run_once_sync": "iotmon.api",
+    "run_sync": "iotmon.api",
+    "Pipeline": "iotmon.engine.pipeline",
+    "KafkaSettings": "iotmon.kafka.settings",
+    "DeviceReport": "iotmon.notify",
+    "Digest": "iotmon.notify",
+    "EmailSettings": "iotmon.notify",
+    "Notification": "iotmon.notify",
+    "Notifier": "iotmon.notify",
+    "PermanentDeliveryError": "iotmon.notify",
+    "SmtpSettings": "iotmon.notify",
+    "TransientDeliveryError": "iotmon.notify",
+    "ParseSettings": "iotmon.parse",
+    "AlertRecord": "iotmon.report",
+    "DeviceSummary": "iotmon.report",
+    "Report": "iotmon.report",
+    "Settings": "iotmon.settings",
+    "SourceSettings": "iotmon.settings",
+    "LineIterableSource": "iotmon.sources",
+    "Source": "iotmon.sources",
+    "WindowSpec": "iotmon.stats",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'iotmon' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AlertRecord",

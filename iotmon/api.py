@@ -16,8 +16,8 @@ import threading
 from collections.abc import AsyncIterable, Coroutine
 from typing import Any, TypeVar
 
+from iotmon.engine.pipeline import Pipeline
 from iotmon.notify import Notifier
-from iotmon.pipeline import Pipeline
 from iotmon.report import Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Source

@@ -151,10 +151,10 @@ def build_settings(
 ) -> Settings:
     """Option values (already layered: defaults < file < env < flags) to :class:`Settings`."""
     from iotmon.alerts import AlertSettings, RuleOverride
+    from iotmon.kafka.settings import KafkaSettings
     from iotmon.notify import EmailSettings, SmtpSettings, read_smtp_password
     from iotmon.parse import ParseSettings
     from iotmon.settings import GUARANTEES, Settings, SourceSettings
-    from iotmon.sources.kafka import KafkaSettings
     from iotmon.stats import WindowSpec
 
     v = dict(values)

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Literal, TypeAlias
 
 from iotmon.alerts import AlertSettings
-from iotmon.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
+from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
+from iotmon.kafka.settings import KafkaSettings
 from iotmon.notify import EmailSettings
 from iotmon.parse import ParseSettings
 from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES
-from iotmon.sources.kafka import KafkaSettings
 from iotmon.stats import WindowSpec
 
 __all__ = ["GUARANTEES", "Guarantee", "Settings", "SourceSettings"]
@@ -65,7 +65,7 @@ class Settings:
     guarantee: Guarantee = "at-least-once"
     max_future: float = DEFAULT_MAX_FUTURE_SECONDS
     """Seconds a reading may be ahead of its partition's stream and of wall time; see
-    :mod:`iotmon.horizon`."""
+    :mod:`iotmon.engine.horizon`."""
 
     def __post_init__(self) -> None:
         if not 0 < self.max_future <= LONGEST_MAX_FUTURE_SECONDS:

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from iotmon.changelog import CHUNK_BYTES, Checkpoint, KafkaChangelog, describe_changelog
+from iotmon.kafka.changelog import CHUNK_BYTES, Checkpoint, KafkaChangelog, describe_changelog
 from tests.conftest import MakeTopic
 from tests.helpers import (
     PATIENCE_S,

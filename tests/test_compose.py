@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from iotmon.cli import app
 from iotmon.config import ENV_PREFIX, build_settings
-from iotmon.produce import DEFAULT_BOOTSTRAP
+from iotmon.tools.produce import DEFAULT_BOOTSTRAP
 from tests.conftest import MakeTopic, SMTPCapture
 from tests.helpers import free_port, iotmon, metric, scrape_until, spawn
 

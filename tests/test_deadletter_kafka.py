@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from iotmon.kafka_admin import ensure_topic
+from iotmon.kafka.admin import ensure_topic
 from tests.conftest import SMTPCapture
 from tests.helpers import drop_topics, iotmon
 from tests.test_consume_kafka import read_topic
@@ -123,7 +123,7 @@ async def test_a_dead_letter_too_big_for_the_dlq_is_kept_cut_and_reading_goes_on
 
 
 def test_fit_record_leaves_a_record_that_fits_alone_and_drops_a_key_with_no_room() -> None:
-    from iotmon.deadletter import fit_record
+    from iotmon.kafka.deadletters import fit_record
 
     headers = [("iotmon.reason", b"invalid_json")]
     assert fit_record(b"v" * 100, b"k", headers, limit=1000) == (b"v" * 100, b"k", headers)

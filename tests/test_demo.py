@@ -1,6 +1,6 @@
 """`iotmon demo`: the overheating devices (and only they) fire, and their alerts arrive as
 email at the demo's own SMTP server — in memory, through a real Kafka broker, and in-process
-through :func:`iotmon.demo.run_demo` with the .eml outbox."""
+through :func:`iotmon.tools.demo.run_demo` with the .eml outbox."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from iotmon.demo import DemoOptions, ReceivedEmail, demo_fleet, run_demo
+from iotmon.tools.demo import DemoOptions, ReceivedEmail, demo_fleet, run_demo
 from tests.helpers import PATIENCE_S, iotmon
 
 

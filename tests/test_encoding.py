@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iotmon.encoding import Chunked, encode_document, rechunk, sha256_of
+from iotmon.state.encoding import Chunked, encode_document, rechunk, sha256_of
 
 rows = st.dictionaries(
     st.text(max_size=12),

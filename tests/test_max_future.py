@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from iotmon.horizon import Horizon
+from iotmon.engine.horizon import Horizon
 from iotmon.parse import parse_event_time
 from tests.conftest import SMTPCapture
 from tests.helpers import consume_json, iotmon

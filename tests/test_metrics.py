@@ -12,12 +12,12 @@ import orjson
 from prometheus_client.registry import CollectorRegistry
 
 from iotmon.alerts import AlertSettings
-from iotmon.metrics import serve_metrics
+from iotmon.engine.pipeline import Pipeline
 from iotmon.notify import EmailSettings, SmtpSettings
-from iotmon.pipeline import Pipeline
 from iotmon.settings import Settings, SourceSettings
-from iotmon.simulate import Fleet, parse_event_time
 from iotmon.stats import WindowSpec
+from iotmon.tools.simulate import Fleet, parse_event_time
+from iotmon.views.metrics import serve_metrics
 from tests.conftest import MakeTopic, SMTPCapture
 from tests.helpers import (
     SEED_FILE,

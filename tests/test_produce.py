@@ -23,8 +23,8 @@ from aiokafka.partitioner import murmur2
 from typer.testing import CliRunner
 
 from iotmon.cli import app
-from iotmon.kafka_admin import KafkaUnavailableError, ensure_topic
-from iotmon.produce import (
+from iotmon.kafka.admin import KafkaUnavailableError, ensure_topic
+from iotmon.tools.produce import (
     ProduceError,
     ProducerSettings,
     available_compressions,
@@ -33,7 +33,7 @@ from iotmon.produce import (
     produce_files,
     produce_lines,
 )
-from iotmon.simulate import Fleet, parse_event_time
+from iotmon.tools.simulate import Fleet, parse_event_time
 from tests.helpers import PATIENCE_S, SEED_FILE
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import iotmon
-from iotmon.sources.kafka import KafkaSettings
+from iotmon.kafka.settings import KafkaSettings
 from tests.conftest import MakeTopic
 from tests.helpers import assert_same_stats, consume_json, group_args, simulate_file
 from tests.helpers import iotmon as run_iotmon
@@ -117,7 +117,7 @@ async def test_consume_warns_once_per_device_seen_in_two_partitions(
         state_dir=tmp_path / "lib",
         email=iotmon.EmailSettings(eml_dir=tmp_path / "lib" / "eml"),
     )
-    with caplog.at_level(logging.WARNING, logger="iotmon.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="iotmon.engine.pipeline"):
         async with iotmon.Pipeline(settings) as pipeline:
             report = await pipeline.run_once()
     assert pipeline.split_devices == DEVICES == len(report.devices)

@@ -9,9 +9,9 @@ import random
 import pytest
 from rich.console import Console
 
-from iotmon.console import device_table
 from iotmon.report import DeviceSummaries, DeviceSummary, Report
 from iotmon.stats import StatsTable, WindowSpec
+from iotmon.views.console import device_table
 
 S = 1_000_000
 T0 = 1_700_000_000 * S

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iotmon.cli import app
-from iotmon.simulate import (
+from iotmon.tools.simulate import (
     BAD_KINDS,
     BASELINE_MAX,
     Fleet,

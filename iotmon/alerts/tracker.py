@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol, TypeAlias
 
 from iotmon.alerts.rules import Rule, RuleBook, seconds_to_us
-from iotmon.encoding import Chunked
+from iotmon.state.encoding import Chunked
 
 __all__ = [
     "AlertTracker",
@@ -232,7 +232,7 @@ class AlertTracker:
             yield key, [d.state, d.since_us, d.value, d.last_seen_us, d.stale]
 
     def to_document(self) -> dict[str, Any]:
-        """:meth:`to_state` for :func:`~iotmon.encoding.encode_document`: the devices are
+        """:meth:`to_state` for :func:`~iotmon.state.encoding.encode_document`: the devices are
         encoded a chunk at a time, never all built as objects at once."""
         return {"version": _STATE_VERSION, "devices": Chunked(self.device_states())}
 

@@ -133,7 +133,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Library errors caused by the user's input or environment become one line, exit 2."""
-    from iotmon.checkpoint import CheckpointError
+    from iotmon.state.statedir import CheckpointError
 
     try:
         yield

@@ -14,7 +14,7 @@ import typer
 from iotmon.cli import app
 from iotmon.cli.common import CONFIG_OPTION, config_of, opt, setup_logging, user_errors
 from iotmon.config import build_settings
-from iotmon.horizon import DEFAULT_MAX_FUTURE_SECONDS
+from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS
 from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES, OVERSIZED_PREFIX_BYTES
 
 SOURCE = "Source"
@@ -326,8 +326,8 @@ async def _run(
     metrics: tuple[str, int] | None,
     threshold: float,
 ) -> Any:
-    from iotmon.console import StatusPrinter
-    from iotmon.pipeline import Pipeline
+    from iotmon.engine.pipeline import Pipeline
+    from iotmon.views.console import StatusPrinter
 
     pipeline = Pipeline(settings)
     loop = asyncio.get_running_loop()
@@ -336,7 +336,7 @@ async def _run(
     printer = StatusPrinter(pipeline, live=live, interval=status_interval, threshold=threshold)
     stop_metrics = None
     if metrics is not None:
-        from iotmon.metrics import serve_metrics
+        from iotmon.views.metrics import serve_metrics
 
         # Before open(): a busy port fails before this instance joins its group, and the
         # healthcheck is answered while partitions are restored.

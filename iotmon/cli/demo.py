@@ -13,11 +13,11 @@ import typer
 
 from iotmon.cli import app
 from iotmon.cli.common import fail, opt, plain, setup_logging, user_errors
-from iotmon.kafka_admin import KafkaUnavailableError
+from iotmon.kafka.admin import KafkaUnavailableError
 from iotmon.notify import Language
 
 if TYPE_CHECKING:
-    from iotmon.demo import DemoOptions, ReceivedEmail
+    from iotmon.tools.demo import DemoOptions, ReceivedEmail
 
 _FLEET = "Fleet"
 _OUTPUT = "Output"
@@ -112,7 +112,7 @@ def demo(
     Event time starts now and runs --speed times faster than the clock; the alert settings
     are demo-sized (60-s window, fire after 30 s above 75 °C, 5-s group wait, event time).
     """
-    from iotmon.demo import DemoOptions
+    from iotmon.tools.demo import DemoOptions
 
     setup_logging(log_level)
     if logging.getLogger().level > logging.DEBUG:
@@ -151,7 +151,7 @@ def demo(
 
 
 async def _main(options: DemoOptions) -> None:
-    from iotmon.demo import format_email, format_summary, run_demo
+    from iotmon.tools.demo import format_email, format_summary, run_demo
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,8 +11,8 @@ from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import opt
-from iotmon.kafka_admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.produce import (
+from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+from iotmon.tools.produce import (
     COMPRESSIONS,
     DEFAULT_BOOTSTRAP,
     DEFAULT_KEY_FIELD,
@@ -22,7 +22,7 @@ from iotmon.produce import (
     ProduceStats,
     produce_files,
 )
-from iotmon.progress import Progress
+from iotmon.views.progress import Progress
 
 
 @app.command("produce")

@@ -10,15 +10,15 @@ from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import opt, plain
-from iotmon.kafka_admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.produce import DEFAULT_BOOTSTRAP, DEFAULT_KEY_FIELD, ProduceError
-from iotmon.progress import Progress
-from iotmon.repartition import (
+from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+from iotmon.tools.produce import DEFAULT_BOOTSTRAP, DEFAULT_KEY_FIELD, ProduceError
+from iotmon.tools.repartition import (
     RepartitionError,
     RepartitionSettings,
     RepartitionStats,
     repartition,
 )
+from iotmon.views.progress import Progress
 
 
 @app.command("repartition")

@@ -15,8 +15,8 @@ from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import opt
-from iotmon.kafka_admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.produce import (
+from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+from iotmon.tools.produce import (
     COMPRESSIONS,
     DEFAULT_BOOTSTRAP,
     DEFAULT_TOPIC,
@@ -24,14 +24,14 @@ from iotmon.produce import (
     ProducerSettings,
     produce_lines,
 )
-from iotmon.progress import Progress
-from iotmon.simulate import (
+from iotmon.tools.simulate import (
     Readings,
     SimulateSettings,
     build_readings,
     parse_event_time,
     write_lines,
 )
+from iotmon.views.progress import Progress
 
 _KAFKA = "Kafka output (used when --bootstrap-servers or --topic is given)"
 _BEHAVIOUR = "Behaviour"

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from iotmon.cli import app
 from iotmon.cli.common import opt, user_errors
-from iotmon.console import device_table
-from iotmon.status import read_status
+from iotmon.views.console import device_table
+from iotmon.views.status import read_status
 
 
 @app.command("status")

@@ -1,15 +1,6 @@
-"""Where readings come from: Kafka, files, stdin or any async iterable of lines."""
+"""Where readings come from: files, stdin or any async iterable of lines (Kafka: iotmon.kafka)."""
 
 from iotmon.sources.base import Batch, Position, Source
 from iotmon.sources.files import FileSource, LineIterableSource
-from iotmon.sources.kafka import KafkaSettings, KafkaSource
 
-__all__ = [
-    "Batch",
-    "FileSource",
-    "KafkaSettings",
-    "KafkaSource",
-    "LineIterableSource",
-    "Position",
-    "Source",
-]
+__all__ = ["Batch", "FileSource", "LineIterableSource", "Position", "Source"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from iotmon.encoding import Chunked
+from iotmon.state.encoding import Chunked
 from iotmon.stats.device import DeviceState, DeviceStats
 from iotmon.stats.window import WindowSpec
 
@@ -44,7 +44,7 @@ class StatsTable:
         return {"late": self.late, "devices": dict(self.device_states())}
 
     def to_document(self) -> dict[str, Any]:
-        """:meth:`to_state` for :func:`~iotmon.encoding.encode_document`: the devices are
+        """:meth:`to_state` for :func:`~iotmon.state.encoding.encode_document`: the devices are
         encoded a chunk at a time, never all built as objects at once."""
         return {"late": self.late, "devices": Chunked(self.device_states())}
 

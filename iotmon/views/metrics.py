@@ -26,7 +26,7 @@ from iotmon.config import ConfigError
 from iotmon.notify import DeliveryStats
 
 if TYPE_CHECKING:
-    from iotmon.pipeline import Pipeline
+    from iotmon.engine.pipeline import Pipeline
 
 __all__ = ["PipelineCollector", "serve_metrics"]
 

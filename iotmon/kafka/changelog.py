@@ -40,8 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from iotmon.encoding import Fragments, rechunk, sha256_of, size_of
-from iotmon.kafka_admin import (
+from iotmon.kafka.admin import (
     MAX_REQUEST_BYTES,
     KafkaUnavailableError,
     ensure_topic,
@@ -49,7 +48,8 @@ from iotmon.kafka_admin import (
     topic_config,
     unreachable_message,
 )
-from iotmon.sources.kafka import partition_name
+from iotmon.kafka.source import partition_name
+from iotmon.state.encoding import Fragments, rechunk, sha256_of, size_of
 
 __all__ = [
     "CHUNK_BYTES",

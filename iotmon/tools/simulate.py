@@ -48,7 +48,7 @@ from itertools import islice
 from typing import IO, Any, Final
 
 from iotmon.parse import format_event_time, parse_event_time
-from iotmon.progress import Pacer, Progress
+from iotmon.views.progress import Pacer, Progress
 
 __all__ = [
     "BAD_KINDS",

@@ -13,7 +13,7 @@ documents (before the checksum) are still read, with a warning, and rewritten as
 at the next checkpoint.
 
 With Kafka input the same payloads also go to the group's changelog topic
-(:mod:`iotmon.changelog`), which is the copy that counts: these files are then a cache
+(:mod:`iotmon.kafka.changelog`), which is the copy that counts: these files are then a cache
 that saves downloading a checkpoint this instance already holds.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import orjson
 
-from iotmon.encoding import Fragments, encode_document, fragments_of
+from iotmon.state.encoding import Fragments, encode_document, fragments_of
 
 __all__ = [
     "FORMAT",
@@ -336,7 +336,7 @@ class StateDir:
 
     def encode_partition(self, partition: str, body: dict[str, Any]) -> list[bytes]:
         """Serialise now (in the event loop, so the snapshot is consistent); ``body`` may
-        hold :class:`~iotmon.encoding.Chunked` members."""
+        hold :class:`~iotmon.state.encoding.Chunked` members."""
         return _encode_sealed(_partition_document(partition, body))
 
     def stage_partition(self, partition: str, body: dict[str, Any]) -> StagedFile:

@@ -1,7 +1,7 @@
 """``iotmon demo``: the whole job in half a minute, with nothing installed but Python.
 
 A seeded simulated fleet is streamed in *time-lapse* (event time runs ``speed`` × wall time,
-starting now) through a real :class:`~iotmon.pipeline.Pipeline` — or through a Kafka broker
+starting now) through a real :class:`~iotmon.engine.pipeline.Pipeline` — or through a Kafka broker
 with ``kafka=True`` — and the alert digests go to a local SMTP server the demo runs itself,
 so every email that is printed really went over SMTP. Alert settings are tuned so that the
 overheating devices fire within seconds of wall time, while one-off spikes (a single 150+ °C
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from iotmon.alerts import AlertSettings
-from iotmon.console import StatusPrinter
-from iotmon.deadletter import FileDeadLetters
-from iotmon.horizon import LONGEST_MAX_FUTURE_SECONDS
+from iotmon.engine.horizon import LONGEST_MAX_FUTURE_SECONDS
+from iotmon.engine.pipeline import Pipeline
+from iotmon.kafka.settings import KafkaSettings
 from iotmon.notify import (
     EmailSettings,
     EmlNotifier,
@@ -40,13 +40,13 @@ from iotmon.notify import (
     Notifier,
     SmtpSettings,
 )
-from iotmon.pipeline import Pipeline
 from iotmon.report import Report
 from iotmon.settings import Settings, SourceSettings
-from iotmon.simulate import Fleet, Readings, wall_clock_us
 from iotmon.sources.files import LineIterableSource
-from iotmon.sources.kafka import KafkaSettings
+from iotmon.state.deadletters import FileDeadLetters
 from iotmon.stats import WindowSpec
+from iotmon.tools.simulate import Fleet, Readings, wall_clock_us
+from iotmon.views.console import StatusPrinter
 
 __all__ = [
     "DemoOptions",
@@ -415,7 +415,7 @@ async def _run_kafka(
     notifier: Notifier | None,
     topic: str,
 ) -> Report:
-    from iotmon.produce import KafkaLoader, ProducerSettings
+    from iotmon.tools.produce import KafkaLoader, ProducerSettings
 
     producer = ProducerSettings(
         bootstrap_servers=options.bootstrap_servers,
@@ -484,7 +484,7 @@ async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[Sta
 
 
 async def _create_topics(options: DemoOptions, topics: list[str]) -> None:
-    from iotmon.kafka_admin import ensure_topic
+    from iotmon.kafka.admin import ensure_topic
 
     for topic in topics:
         await ensure_topic(

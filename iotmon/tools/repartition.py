@@ -9,7 +9,7 @@ exactly one partition.
 
 Reading: every partition of A, from this job's committed offsets (group
 ``iotmon-repartition-<A>-<B>`` by default) or the beginning. Writing: the producer's
-batching (:class:`~iotmon.produce.KafkaLoader`, murmur2 partitioning like every Kafka
+batching (:class:`~iotmon.tools.produce.KafkaLoader`, murmur2 partitioning like every Kafka
 client). Offsets are committed after what they cover is acknowledged by B, so a crash
 repeats at most the messages since the last commit in B: at-least-once, not exactly-once —
 a restarted copy can duplicate a few seconds of readings in B. Run it to completion before
@@ -35,9 +35,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from iotmon.kafka_admin import KafkaUnavailableError, partitions_of, unreachable_message
-from iotmon.produce import DEFAULT_KEY_FIELD, KafkaLoader, ProducerSettings, ProduceStats
-from iotmon.progress import Progress
+from iotmon.kafka.admin import KafkaUnavailableError, partitions_of, unreachable_message
+from iotmon.tools.produce import DEFAULT_KEY_FIELD, KafkaLoader, ProducerSettings, ProduceStats
+from iotmon.views.progress import Progress
 
 __all__ = ["RepartitionError", "RepartitionSettings", "RepartitionStats", "repartition"]
 

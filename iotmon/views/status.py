@@ -13,8 +13,8 @@ from typing import Any
 
 from iotmon.alerts import AlertSettings, AlertTracker
 from iotmon.alerts.rules import RuleBook
-from iotmon.checkpoint import CheckpointError, StateDir
 from iotmon.report import DeviceSummaries, Report
+from iotmon.state.statedir import CheckpointError, StateDir
 from iotmon.stats import DeviceStats, StatsTable, WindowSpec
 
 __all__ = ["read_status"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotmon.alerts import AlertTracker
-from iotmon.horizon import Horizon
+from iotmon.engine.horizon import Horizon
 from iotmon.parse import Reason
 from iotmon.sources.base import Position
 from iotmon.stats import StatsTable, WindowSpec
@@ -44,7 +44,7 @@ class PartitionState:
     """Identity of the checkpoint this state was last written as, or restored from."""
 
     def to_document(self) -> dict[str, Any]:
-        """The checkpoint body, for :func:`~iotmon.encoding.encode_document`, which encodes
+        """The checkpoint body, for :func:`~iotmon.state.encoding.encode_document`, which encodes
         its per-device maps a chunk at a time (:meth:`from_state` reads it back)."""
         return {
             "position": self.position,

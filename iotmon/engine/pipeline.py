@@ -31,21 +31,22 @@ from itertools import islice
 from typing import Any
 
 from iotmon.alerts import Alerter
-from iotmon.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
-from iotmon.checkpoint import CheckpointError, StagedFile, StateDir, decode_partition
-from iotmon.deadletter import DeadLetter, DeadLetters, FileDeadLetters, KafkaDeadLetters
-from iotmon.encoding import Fragments
-from iotmon.kafka_admin import MAX_REQUEST_BYTES, KafkaUnavailableError
-from iotmon.latency import Histogram
+from iotmon.engine.latency import Histogram
+from iotmon.engine.partition import PartitionState
+from iotmon.kafka.admin import MAX_REQUEST_BYTES, KafkaUnavailableError
+from iotmon.kafka.changelog import ChangelogError, Checkpoint, Found, KafkaChangelog
+from iotmon.kafka.deadletters import DeadLetter, KafkaDeadLetters
+from iotmon.kafka.source import KafkaSource
 from iotmon.notify import Notification, Notifier, build_notifier
 from iotmon.notify.outbox import Outbox
 from iotmon.parse import Reading, ReadingParser, Reason, Rejection, format_event_time
-from iotmon.partition import PartitionState
 from iotmon.report import AlertRecord, DeviceSummaries, Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Batch, OversizedLine, Position, Source
 from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
-from iotmon.sources.kafka import KafkaSource
+from iotmon.state.deadletters import DeadLetters, FileDeadLetters
+from iotmon.state.encoding import Fragments
+from iotmon.state.statedir import CheckpointError, StagedFile, StateDir, decode_partition
 from iotmon.stats import DeviceStats, StatsTable
 
 __all__ = ["Pipeline", "ProgressHook"]
@@ -370,7 +371,7 @@ class Pipeline:
         spec = table.spec
         observe = part.tracker.observe
         head = part.head_us
-        # Event times past `limit` are checked against --max-future (iotmon.horizon); the
+        # Event times past `limit` are checked against --max-future (iotmon.engine.horizon); the
         # limit is only brought up to date there, so a reading in bounds costs one compare.
         horizon = part.horizon
         now_us = time.time_ns() // 1000

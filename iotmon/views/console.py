@@ -25,7 +25,7 @@ from iotmon.report import DeviceSummaries, DeviceSummary, Report
 from iotmon.stats import DeviceStats
 
 if TYPE_CHECKING:
-    from iotmon.pipeline import Pipeline
+    from iotmon.engine.pipeline import Pipeline
 
 __all__ = ["StatusPrinter", "device_table"]
 

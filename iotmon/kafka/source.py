@@ -4,7 +4,7 @@ Offsets are committed only for positions a durable checkpoint already includes, 
 assignment each partition is sought to the position stored with its state, so the state and
 the stream never disagree (the committed group offset only matters for a partition that has
 no state yet, for lag monitoring, and — through its metadata — as the index of the
-changelog record holding that state; see :mod:`iotmon.changelog`).
+changelog record holding that state; see :mod:`iotmon.kafka.changelog`).
 
 Several instances with the same group split the partitions; the rebalance listener hands
 each revoked partition to the pipeline to checkpoint and release, and each assigned one to
@@ -17,12 +17,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, overload
+from typing import Any, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
+from iotmon.kafka.settings import KafkaSettings
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
@@ -32,32 +32,9 @@ from iotmon.sources.base import (
     cap_lines,
 )
 
-__all__ = ["KafkaSettings", "KafkaSource", "partition_name"]
+__all__ = ["KafkaSource", "partition_name"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topics: tuple[str, ...] = ("sensoresInfos",)
-    group: str = "iotmon"
-    start_from: Literal["earliest", "latest"] = "earliest"
-    max_records: int = 20_000
-    fetch_max_bytes: int = 64 * 1024 * 1024
-    client_options: dict[str, Any] = field(default_factory=dict)
-    changelog: bool = True
-    """Keep each partition's state in a compacted changelog topic too, so any instance of
-    the group can take a partition over (off: the local state dir is the only copy)."""
-    changelog_topic: str | None = None
-    """Default ``iotmon-<group>-changelog``."""
-    instance_id: str | None = None
-    """Names this instance in the group (transactional id); default: a random id kept in the
-    state dir, so a restarted instance fences its own earlier incarnation."""
-
-    @property
-    def changelog_topic_name(self) -> str:
-        return self.changelog_topic or f"iotmon-{self.group}-changelog"
 
 
 def partition_name(tp: TopicPartition) -> str:

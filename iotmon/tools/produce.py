@@ -29,8 +29,8 @@ from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
-from iotmon.kafka_admin import KafkaUnavailableError, ensure_topic, unreachable_message
-from iotmon.progress import Pacer, Progress
+from iotmon.kafka.admin import KafkaUnavailableError, ensure_topic, unreachable_message
+from iotmon.views.progress import Pacer, Progress
 
 __all__ = [
     "COMPRESSIONS",

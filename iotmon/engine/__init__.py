@@ -1,0 +1,1 @@
+"""The engine: wiring, the main loop, partitions' in-memory state and the stream clock."""

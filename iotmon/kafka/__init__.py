@@ -1,0 +1,1 @@
+"""Kafka's wing: the source, the changelog, dead letters and topic administration."""

@@ -1,0 +1,31 @@
+"""How to reach Kafka and what to read there (no aiokafka import: file-only runs skip it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["KafkaSettings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: tuple[str, ...] = ("sensoresInfos",)
+    group: str = "iotmon"
+    start_from: Literal["earliest", "latest"] = "earliest"
+    max_records: int = 20_000
+    fetch_max_bytes: int = 64 * 1024 * 1024
+    client_options: dict[str, Any] = field(default_factory=dict)
+    changelog: bool = True
+    """Keep each partition's state in a compacted changelog topic too, so any instance of
+    the group can take a partition over (off: the local state dir is the only copy)."""
+    changelog_topic: str | None = None
+    """Default ``iotmon-<group>-changelog``."""
+    instance_id: str | None = None
+    """Names this instance in the group (transactional id); default: a random id kept in the
+    state dir, so a restarted instance fences its own earlier incarnation."""
+
+    @property
+    def changelog_topic_name(self) -> str:
+        return self.changelog_topic or f"iotmon-{self.group}-changelog"

@@ -1,0 +1,1 @@
+"""Tools around the engine: the simulator, the producer, repartition and the demo."""

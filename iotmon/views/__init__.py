@@ -1,0 +1,1 @@
+"""What a person or a scraper sees: console, progress lines, metrics, status."""
