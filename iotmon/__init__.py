@@ -9,10 +9,12 @@ window means, and sends debounced, grouped alert digests through a notifier::
     settings = iotmon.Settings(
         source=iotmon.SourceSettings(input="examples/dados_sensores.txt", once=True),
         parse=iotmon.ParseSettings(key_field="sensor"),
-        alerts=iotmon.AlertSettings(threshold=75.0, metric="running", for_seconds=0),
+        alerts=iotmon.AlertSettings(metric="running", for_seconds=0),
     )
     report = iotmon.run_once_sync(settings)            # or: await Pipeline(settings).run_once()
-    print(report.above(75.0, metric="running"))
+    print(report.above(settings.alerts.threshold, metric="running"))
+
+Errors iotmon raises on purpose derive from :class:`IotmonError`.
 
 Everything listed in ``__all__`` is the supported API; other modules may change.
 """
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from iotmon.alerts import AlertSettings, RuleOverride
     from iotmon.api import run_once_sync, run_sync
     from iotmon.engine.pipeline import Pipeline
+    from iotmon.errors import ConfigError, IotmonError
     from iotmon.kafka.settings import KafkaSettings
     from iotmon.notify import (
         DeviceReport,
@@ -50,6 +53,8 @@ _HOME = {
     "run_once_sync": "iotmon.api",
     "run_sync": "iotmon.api",
     "Pipeline": "iotmon.engine.pipeline",
+    "ConfigError": "iotmon.errors",
+    "IotmonError": "iotmon.errors",
     "KafkaSettings": "iotmon.kafka.settings",
     "DeviceReport": "iotmon.notify",
     "Digest": "iotmon.notify",
@@ -85,10 +90,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AlertRecord",
     "AlertSettings",
+    "ConfigError",
     "DeviceReport",
     "DeviceSummary",
     "Digest",
     "EmailSettings",
+    "IotmonError",
     "KafkaSettings",
     "LineIterableSource",
     "Notification",

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from iotmon.errors import ConfigError
 
 if TYPE_CHECKING:
     from iotmon.settings import Settings
@@ -36,10 +38,7 @@ __all__ = [
 ENV_PREFIX: Final = "IOTMON_"
 SECRET_OPTIONS: Final = frozenset({"smtp_password", "smtp_password_file"})
 _TABLES: Final = frozenset({"overrides"})
-
-
-class ConfigError(ValueError):
-    """A configuration problem, worded as one line that names the option."""
+_C = TypeVar("_C", bound=str)
 
 
 def env_var(option: str) -> str:
@@ -83,10 +82,7 @@ class ConfigFile:
             for key, value in section.items():
                 name = _normalise(key)
                 if name not in known_names:
-                    raise ConfigError(
-                        f"{self.path}: [{command}] has no option {key!r}; "
-                        f"see `iotmon {command} --help`"
-                    )
+                    raise ConfigError(f"{self.path}: [{command}] has no option {key!r}")
                 values[name] = value
         for key in self._data:
             if isinstance(self._data[key], dict) and key not in commands:
@@ -115,9 +111,9 @@ def load_config_file(path: Path | None) -> ConfigFile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"--config: {path} does not exist") from None
+        raise ConfigError(f"config: {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config: {path} is not valid TOML ({exc})") from None
+        raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
     return ConfigFile(path, data)
 
 
@@ -137,19 +133,66 @@ def _valid_range(text: str) -> tuple[float, float]:
         raise ConfigError(f"valid-range: {text!r} is not MIN..MAX, e.g. -50..200") from None
 
 
-def _choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{option}: must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+def _choice(option: str, value: str, allowed: tuple[_C, ...]) -> _C:
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise ConfigError(f"{option}: must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def build_settings(
-    values: Mapping[str, Any],
     config: ConfigFile | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    group: str,
+    start_from: str,
+    input: str | None,
+    follow: bool,
+    once: bool,
+    max_line_bytes: int,
+    key_field: str,
+    temperature_field: str,
+    time_field: str,
+    valid_range: str,
+    max_future: float,
+    window: float,
+    pane: float,
+    lateness: float,
+    state_dir: Path,
+    checkpoint_interval: float,
+    guarantee: str,
+    changelog: bool,
+    changelog_topic: str | None,
+    instance_id: str | None,
+    threshold: float,
+    metric: str,
+    for_seconds: float,
+    clear_below: float | None,
+    stale_after: float | None,
+    group_wait: float,
+    group_interval: float,
+    repeat_interval: float,
+    alerts_log: Path | None,
+    lang: str,
+    smtp_host: str | None,
+    smtp_port: int | None,
+    smtp_security: str,
+    smtp_user: str | None,
+    smtp_password_file: Path | None,
+    smtp_timeout: float,
+    mail_from: str,
+    mail_to: Sequence[str],
+    outbox: Path,
+    flush_timeout: float,
 ) -> Settings:
-    """Option values (already layered: defaults < file < env < flags) to :class:`Settings`."""
+    """Option values (already layered: defaults < file < env < flags) to :class:`Settings`.
+
+    Takes the values as a front end holds them (``valid_range`` as ``"MIN..MAX"``, choices
+    as strings) and checks them; the per-device overrides come from ``config``, the SMTP
+    password from ``environ`` or ``smtp_password_file``. Raises :class:`ConfigError`.
+    """
     from iotmon.alerts import AlertSettings, RuleOverride
     from iotmon.kafka.settings import KafkaSettings
     from iotmon.notify import EmailSettings, SmtpSettings, read_smtp_password
@@ -157,86 +200,65 @@ def build_settings(
     from iotmon.settings import GUARANTEES, Settings, SourceSettings
     from iotmon.stats import WindowSpec
 
-    v = dict(values)
     config = config or ConfigFile(None, {})
     environ = os.environ if environ is None else environ
-    try:
-        low, high = _valid_range(v["valid_range"])
-        smtp = None
-        if v.get("smtp_host"):
-            smtp = SmtpSettings(
-                host=v["smtp_host"],
-                port=v.get("smtp_port"),
-                security=_choice(  # type: ignore[arg-type]
-                    "smtp-security", v["smtp_security"], ("auto", "none", "starttls", "ssl")
-                ),
-                user=v.get("smtp_user"),
-                password=read_smtp_password(
-                    environ=environ, password_file=v.get("smtp_password_file")
-                ),
-                timeout=float(v["smtp_timeout"]),
-            )
-        threshold = float(v["threshold"])
-        return Settings(
-            source=SourceSettings(
-                input=v.get("input"),
-                follow=bool(v["follow"]),
-                once=bool(v["once"]),
-                max_line_bytes=int(v["max_line_bytes"]),
-                kafka=KafkaSettings(
-                    bootstrap_servers=v["bootstrap_servers"],
-                    topics=tuple(v["topic"]) or ("sensoresInfos",),
-                    group=v["group"],
-                    start_from=_choice(  # type: ignore[arg-type]
-                        "from", v["start_from"], ("earliest", "latest")
-                    ),
-                    changelog=bool(v.get("changelog", True)),
-                    changelog_topic=v.get("changelog_topic") or None,
-                    instance_id=v.get("instance_id") or None,
-                ),
-            ),
-            parse=ParseSettings(
-                key_field=v["key"],
-                temperature_field=v["temperature_field"],
-                time_field=v["time_field"],
-                valid_min=low,
-                valid_max=high,
-            ),
-            window=WindowSpec.from_seconds(
-                window=float(v["window"]),
-                pane=float(v["pane"]),
-                lateness=float(v["allowed_lateness"]),
-            ),
-            state_dir=Path(v["state_dir"]),
-            checkpoint_interval=float(v["checkpoint_interval"]),
-            alerts=AlertSettings(
-                threshold=threshold,
-                metric=_choice("metric", v["metric"], ("window", "running")),  # type: ignore[arg-type]
-                for_seconds=float(v["for_"]),
-                clear_below=None if v.get("clear_below") is None else float(v["clear_below"]),
-                stale_after=None if v.get("stale_after") is None else float(v["stale_after"]),
-                group_wait=float(v["group_wait"]),
-                group_interval=float(v["group_interval"]),
-                repeat_interval=float(v["repeat_interval"]),
-                overrides=tuple(RuleOverride.from_mapping(o) for o in config.overrides),
-            ),
-            alerts_log=v.get("alerts_log"),
-            email=EmailSettings(
-                mail_from=v["mail_from"],
-                mail_to=tuple(v["mail_to"]),
-                lang=_choice("lang", v["lang"], ("en", "pt-BR")),  # type: ignore[arg-type]
-                smtp=smtp,
-                eml_dir=Path(v["outbox"]),
-            ),
-            flush_timeout=float(v["flush_timeout"]),
-            max_future=float(v["max_future"]),
-            guarantee=_choice(  # type: ignore[arg-type]
-                "guarantee",
-                v.get("guarantee", "at-least-once"),
-                GUARANTEES,
-            ),
+    low, high = _valid_range(valid_range)
+    smtp = None
+    if smtp_host:
+        smtp = SmtpSettings(
+            host=smtp_host,
+            port=smtp_port,
+            security=_choice("smtp-security", smtp_security, ("auto", "none", "starttls", "ssl")),
+            user=smtp_user,
+            password=read_smtp_password(environ=environ, password_file=smtp_password_file),
+            timeout=smtp_timeout,
         )
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return Settings(
+        source=SourceSettings(
+            input=input,
+            follow=follow,
+            once=once,
+            max_line_bytes=max_line_bytes,
+            kafka=KafkaSettings(
+                bootstrap_servers=bootstrap_servers,
+                topics=tuple(topics) or KafkaSettings().topics,
+                group=group,
+                start_from=_choice("from", start_from, ("earliest", "latest")),
+                changelog=changelog,
+                changelog_topic=changelog_topic or None,
+                instance_id=instance_id or None,
+            ),
+        ),
+        parse=ParseSettings(
+            key_field=key_field,
+            temperature_field=temperature_field,
+            time_field=time_field,
+            valid_min=low,
+            valid_max=high,
+        ),
+        window=WindowSpec.from_seconds(window=window, pane=pane, lateness=lateness),
+        state_dir=state_dir,
+        checkpoint_interval=checkpoint_interval,
+        alerts=AlertSettings(
+            threshold=threshold,
+            metric=_choice("metric", metric, ("window", "running")),
+            for_seconds=for_seconds,
+            clear_below=clear_below,
+            stale_after=stale_after,
+            group_wait=group_wait,
+            group_interval=group_interval,
+            repeat_interval=repeat_interval,
+            overrides=tuple(RuleOverride.from_mapping(o) for o in config.overrides),
+        ),
+        alerts_log=alerts_log,
+        email=EmailSettings(
+            mail_from=mail_from,
+            mail_to=tuple(mail_to),
+            lang=_choice("lang", lang, ("en", "pt-BR")),
+            smtp=smtp,
+            eml_dir=outbox,
+        ),
+        flush_timeout=flush_timeout,
+        max_future=max_future,
+        guarantee=_choice("guarantee", guarantee, GUARANTEES),
+    )

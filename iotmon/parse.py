@@ -20,6 +20,8 @@ from typing import Any, Final
 
 import orjson
 
+from iotmon.errors import ConfigError
+
 __all__ = [
     "DEFAULT_KEY_FIELD",
     "DEFAULT_TEMPERATURE_FIELD",
@@ -82,9 +84,9 @@ class ParseSettings:
         for name in ("key_field", "temperature_field", "time_field"):
             path = getattr(self, name)
             if not path or any(not part for part in path.split(".")):
-                raise ValueError(f"{name.replace('_', '-')}: {path!r} is not a dotted field path")
+                raise ConfigError(f"{name.replace('_', '-')}: {path!r} is not a dotted field path")
         if not self.valid_min < self.valid_max:
-            raise ValueError(
+            raise ConfigError(
                 f"valid-range: minimum {self.valid_min} must be below maximum {self.valid_max}"
             )
 

@@ -8,6 +8,7 @@ from typing import Literal, TypeAlias
 
 from iotmon.alerts import AlertSettings
 from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
+from iotmon.errors import ConfigError
 from iotmon.kafka.settings import KafkaSettings
 from iotmon.notify import EmailSettings
 from iotmon.parse import ParseSettings
@@ -38,11 +39,16 @@ class SourceSettings:
 
     def __post_init__(self) -> None:
         if not self.max_line_bytes >= 1:
-            raise ValueError("max-line-bytes: must be a positive number of bytes")
+            raise ConfigError("max-line-bytes: must be a positive number of bytes")
         if self.follow and self.input in (None, "-"):
-            raise ValueError("follow: --follow needs --input PATH (a file to tail)")
+            raise ConfigError(
+                "follow: needs `input` PATH (a file to tail)", setting=("follow", "input")
+            )
         if self.follow and self.once:
-            raise ValueError("once: --once and --follow contradict each other; pick one")
+            raise ConfigError(
+                "once: `once` and `follow` contradict each other; pick one",
+                setting=("once", "follow"),
+            )
 
     @property
     def input_path(self) -> Path:
@@ -69,26 +75,27 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not 0 < self.max_future <= LONGEST_MAX_FUTURE_SECONDS:
-            raise ValueError(
+            raise ConfigError(
                 f"max-future: must be more than 0 and at most {LONGEST_MAX_FUTURE_SECONDS:.0f} "
                 f"seconds (100 years), got {self.max_future}"
             )
         if not self.checkpoint_interval > 0:
-            raise ValueError("checkpoint-interval: must be a positive number of seconds")
+            raise ConfigError("checkpoint-interval: must be a positive number of seconds")
         if self.flush_timeout < 0:
-            raise ValueError("flush-timeout: must be zero or a positive number of seconds")
+            raise ConfigError("flush-timeout: must be zero or a positive number of seconds")
         if self.guarantee not in GUARANTEES:
-            raise ValueError(
+            raise ConfigError(
                 f"guarantee: must be one of {', '.join(GUARANTEES)}, got {self.guarantee!r}"
             )
         if self.guarantee == "exactly-once":
             if self.source.input is not None:
-                raise ValueError(
+                raise ConfigError(
                     "guarantee: exactly-once is about Kafka input (transactions); file and "
-                    "stdin input are checkpointed exactly already — drop --guarantee"
+                    "stdin input are checkpointed exactly already — drop `guarantee`"
                 )
             if not self.source.kafka.changelog:
-                raise ValueError(
+                raise ConfigError(
                     "guarantee: exactly-once commits through the changelog topic's "
-                    "transactions; drop --no-changelog"
+                    "transactions, so it needs `changelog`",
+                    setting=("guarantee", "changelog"),
                 )

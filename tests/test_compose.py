@@ -21,7 +21,8 @@ import yaml
 from typer.core import TyperGroup
 
 from iotmon.cli import app
-from iotmon.config import ENV_PREFIX, build_settings
+from iotmon.cli.consume import consume_settings
+from iotmon.config import ENV_PREFIX
 from iotmon.tools.produce import DEFAULT_BOOTSTRAP
 from tests.conftest import MakeTopic, SMTPCapture
 from tests.helpers import free_port, iotmon, metric, scrape_until, spawn
@@ -216,8 +217,7 @@ def test_command_and_environment_parse(service: str, monkeypatch: pytest.MonkeyP
             source = ctx.get_parameter_source(param.name)
             assert source is not None and source.name == "ENVIRONMENT", param.name
     if args[0] == "consume":
-        values = {k: v for k, v in ctx.params.items() if k != "config"}
-        settings = build_settings(values, environ=env)
+        settings = consume_settings(ctx)  # the environment is set above
         assert settings.email.smtp is not None
         assert (settings.email.smtp.host, settings.email.smtp.port) == ("mailpit", 1025)
         assert settings.email.mail_to == tuple(env["IOTMON_MAIL_TO"].split())

@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 from iotmon.alerts import RuleBook, RuleOverride
 from iotmon.cli import app
 from iotmon.cli.config_cmd import config_app
-from iotmon.config import build_settings, load_config_file
+from iotmon.cli.consume import consume_settings
 
 runner = CliRunner()
 # `config` on an app of its own: the tests must not change the real one (whose option
@@ -225,8 +225,7 @@ def test_overrides_reach_the_alert_settings(tmp_path: Path) -> None:
     root = typer.main.get_command(app)
     assert isinstance(root, TyperGroup)
     ctx = root.commands["consume"].make_context("consume", ["--config", str(path)])
-    values = {k: v for k, v in ctx.params.items() if k != "config"}
-    settings = build_settings(values, load_config_file(path))
+    settings = consume_settings(ctx)
     assert settings.alerts.overrides == (
         RuleOverride(
             match="Equipament-0323XH-1*",

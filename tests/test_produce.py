@@ -130,7 +130,7 @@ def test_cli_missing_file_is_reported_before_connecting(tmp_path: Path) -> None:
 
 
 async def test_ensure_topic_unreachable() -> None:
-    with pytest.raises(KafkaUnavailableError, match="make kafka-up"):
+    with pytest.raises(KafkaUnavailableError, match="`bootstrap_servers`"):
         await ensure_topic("127.0.0.1:1", "t", partitions=1)
 
 

@@ -290,7 +290,7 @@ async def test_wrong_password_is_a_clear_error_and_the_notification_stays_queued
     await worker.aclose()
 
     assert f"refused the login for user {server.username!r}" in error
-    assert "IOTMON_SMTP_PASSWORD" in error and "--smtp-user" in error
+    assert "IOTMON_SMTP_PASSWORD" in error and "`smtp_user`" in error
     assert "not-the-password" not in error  # the password itself is never shown
     assert [e.digest_id for e in Outbox(tmp_path).pending()] == [f"{1:032x}"]
     assert server.messages == []
@@ -317,7 +317,8 @@ async def test_auto_security_never_sends_the_password_without_tls(
     await worker.aclose()
 
     assert isinstance(error, SmtpTlsRequiredError)
-    assert "offers no STARTTLS" in str(error) and "--smtp-security none" in str(error)
+    assert "offers no STARTTLS" in str(error) and "`smtp_security` none" in str(error)
+    assert error.settings == ("smtp_security",)
     assert server.password not in str(error)
     assert server.logins == []  # the password never left the process
     assert server.messages == []

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+from iotmon.errors import ConfigError
 from iotmon.notify.model import Metric
 from iotmon.notify.settings import check_address
 
-__all__ = ["AlertSettings", "Rule", "RuleBook", "RuleOverride"]
+__all__ = ["DEFAULT_THRESHOLD", "AlertSettings", "Rule", "RuleBook", "RuleOverride"]
+
+DEFAULT_THRESHOLD: Final = 75.0
+"""°C: the threshold of the original notebook."""
 
 _US_PER_S: Final = 1_000_000
 _DEFAULT_GAP: Final = 2.0
@@ -42,24 +46,24 @@ class RuleOverride:
     def from_mapping(cls, table: Mapping[str, Any]) -> RuleOverride:
         """From a config-file table: ``{match = "glob", threshold = 90, clear_below = 85,
         for = 30, recipients = ["a@x"]}`` (``recipients`` may also be one string).
-        ValueError, naming the override, for unknown keys or wrong types."""
+        ConfigError, naming the override, for unknown keys or wrong types."""
         where = f"override {table.get('match')!r}"
         unknown = set(table) - {"match", "threshold", "clear_below", "for", "recipients"}
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
                 "known: match, threshold, clear_below, for, recipients"
             )
         match = table.get("match")
         if not isinstance(match, str):
-            raise ValueError(f"override: 'match' must be a glob string, got {match!r}")
+            raise ConfigError(f"override: 'match' must be a glob string, got {match!r}")
         recipients = table.get("recipients")
         if isinstance(recipients, str):
             recipients = [recipients]
         if recipients is not None and not (
             isinstance(recipients, list | tuple) and all(isinstance(r, str) for r in recipients)
         ):
-            raise ValueError(f"{where}: recipients must be a list of addresses")
+            raise ConfigError(f"{where}: recipients must be a list of addresses")
         return cls(
             match=match,
             threshold=_number(where, "threshold", table.get("threshold")),
@@ -71,13 +75,13 @@ class RuleOverride:
     def __post_init__(self) -> None:
         where = f"override {self.match!r}"
         if not self.match:
-            raise ValueError("override: match must be a non-empty glob")
+            raise ConfigError("override: match must be a non-empty glob")
         _finite(f"{where}: threshold", self.threshold)
         _finite(f"{where}: clear_below", self.clear_below)
         _non_negative(f"{where}: for", self.for_seconds)
         if self.recipients is not None:
             if not self.recipients:
-                raise ValueError(f"{where}: recipients must not be empty (leave it out instead)")
+                raise ConfigError(f"{where}: recipients must not be empty (leave it out instead)")
             for address in self.recipients:
                 check_address(f"{where}: recipients", address)
 
@@ -90,7 +94,7 @@ class AlertSettings:
     turns stale detection off.
     """
 
-    threshold: float = 75.0
+    threshold: float = DEFAULT_THRESHOLD
     metric: Metric = "window"
     for_seconds: float = 60.0
     clear_below: float | None = None
@@ -104,13 +108,14 @@ class AlertSettings:
 
     def __post_init__(self) -> None:
         if self.metric not in ("window", "running"):
-            raise ValueError(f"metric: must be window or running, got {self.metric!r}")
+            raise ConfigError(f"metric: must be window or running, got {self.metric!r}")
         _finite("threshold", self.threshold)
         _finite("clear-below", self.clear_below)
         if self.effective_clear_below > self.threshold:
-            raise ValueError(
+            raise ConfigError(
                 f"clear-below ({self.effective_clear_below}) must not be above the threshold "
-                f"({self.threshold}): a firing device could never resolve"
+                f"({self.threshold}): a firing device could never resolve",
+                setting="clear_below",
             )
         _non_negative("for", self.for_seconds)
         _non_negative("group-wait", self.group_wait)
@@ -118,9 +123,9 @@ class AlertSettings:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 option = name.replace("_", "-")
-                raise ValueError(f"{option}: must be a positive number of seconds, got {value}")
+                raise ConfigError(f"{option}: must be a positive number of seconds, got {value}")
         if self.transitions_kept < 0:
-            raise ValueError("transitions_kept: must be >= 0")
+            raise ConfigError("transitions_kept: must be >= 0")
         # Building every rule once here reports a bad override at startup, not at the first
         # device that happens to match it.
         for override in self.overrides:
@@ -192,7 +197,7 @@ def _resolve(settings: AlertSettings, override: RuleOverride | None) -> Rule:
     else:
         clear_below = threshold - (settings.threshold - settings.effective_clear_below)
     if clear_below > threshold:
-        raise ValueError(
+        raise ConfigError(
             f"override {override.match!r}: clear_below ({clear_below}) must not be above its "
             f"threshold ({threshold})"
         )
@@ -207,17 +212,17 @@ def _resolve(settings: AlertSettings, override: RuleOverride | None) -> Rule:
 
 def _finite(option: str, value: float | None) -> None:
     if value is not None and not math.isfinite(value):
-        raise ValueError(f"{option}: must be a finite number, got {value}")
+        raise ConfigError(f"{option}: must be a finite number, got {value}")
 
 
 def _non_negative(option: str, value: float | None) -> None:
     if value is not None and not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{option}: must be zero or a positive number of seconds, got {value}")
+        raise ConfigError(f"{option}: must be zero or a positive number of seconds, got {value}")
 
 
 def _number(where: str, key: str, value: object) -> float | None:
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ValueError(f"{where}: {key} must be a number, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
     return float(value)

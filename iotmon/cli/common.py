@@ -5,24 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 import typer
 from rich.markup import escape
 
-from iotmon.config import ConfigError, ConfigFile, env_var, load_config_file, register_options
+from iotmon.config import ConfigFile, env_var, load_config_file, register_options
 from iotmon.display import printable
+from iotmon.errors import (
+    ConfigError,
+    IotmonError,
+    KafkaUnavailableError,
+    KafkaUnreachableError,
+)
 
 __all__ = [
     "CONFIG_OPTION",
     "config_of",
+    "describe",
+    "exit_code",
     "fail",
+    "in_cli_terms",
     "opt",
+    "option_flags",
     "plain",
     "run_async",
     "setup_logging",
@@ -62,7 +74,9 @@ def _load_config(ctx: typer.Context, param: Any, value: Path | None) -> Path | N
         config = load_config_file(value)
         found = config.defaults_for(command.name or "", names)
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from None
+        raise typer.BadParameter(
+            f"{in_cli_terms(str(exc))}; see `iotmon {command.name} --help`", param_hint="--config"
+        ) from None
     defaults = {names[key]: found_value for key, found_value in found.items()}
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["iotmon.config"] = config
@@ -91,7 +105,7 @@ class _JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": in_cli_terms(record.getMessage()),
         }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
@@ -103,7 +117,7 @@ class _TextFormatter(logging.Formatter):
     message are escaped, so they cannot move the cursor or forge log lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = printable(record.message, limit=None)
+        record.message = printable(in_cli_terms(record.message), limit=None)
         return super().formatMessage(record)
 
 
@@ -130,17 +144,85 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Settings the library names differently from the option that sets them.
+_SETTING_OPTIONS: Final = {
+    "key_field": "key",
+    "topics": "topic",
+    "lateness": "allowed_lateness",
+    "for_seconds": "for",
+    "start_from": "from",
+}
+_NAMED_SETTING: Final = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+@cache
+def option_flags() -> dict[str, str]:
+    """Setting name → the flag that sets it, from every command's typer options:
+    ``state_dir`` → ``--state-dir``, ``no_changelog`` → ``--no-changelog``."""
+    from iotmon.cli import app
+
+    root = typer.main.get_command(app)
+    commands = getattr(root, "commands", {})
+    flags: dict[str, str] = {}
+    for command in commands.values():
+        for sub in [command, *getattr(command, "commands", {}).values()]:
+            for param in sub.params:
+                names = [*param.opts, *getattr(param, "secondary_opts", ())]
+                long = [flag for flag in names if flag.startswith("--")]
+                for flag in long:
+                    flags.setdefault(flag[2:].replace("-", "_"), flag)
+                if param.name and long:
+                    flags.setdefault(param.name, long[0])
+    for setting, option in _SETTING_OPTIONS.items():
+        if option in flags:
+            flags.setdefault(setting, flags[option])
+    return flags
+
+
+def in_cli_terms(text: str, settings: tuple[str, ...] = ()) -> str:
+    """A library message as the command line says it: each setting it names in backquotes
+    (```state_dir```) or as its leading ``state-dir:`` becomes the flag (``--state-dir``)."""
+    if not settings and "`" not in text:
+        return text
+    flags = option_flags()
+    for setting in settings:
+        flag = flags.get(setting)
+        leading = setting.replace("_", "-") + ":"
+        if flag is not None and text.startswith(leading):
+            text = flag + text[len(leading) - 1 :]
+    if "`" in text:
+        text = _NAMED_SETTING.sub(lambda m: flags.get(m[1], m[0]), text)
+    return text
+
+
+def describe(exc: IotmonError) -> str:
+    """One line for ``exc``, in the command line's terms, with the command line's advice."""
+    text = in_cli_terms(str(exc), exc.settings)
+    if isinstance(exc, KafkaUnreachableError):
+        text += "; for a local development broker: `make kafka-up`"
+    return text
+
+
+def exit_code(exc: IotmonError) -> int:
+    """2 for what the user asked for (a setting, a state dir), 1 for what the world did
+    (an unreachable broker)."""
+    return 1 if isinstance(exc, KafkaUnavailableError) else 2
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Library errors caused by the user's input or environment become one line, exit 2."""
-    from iotmon.state.statedir import CheckpointError
+    """Errors iotmon raises on purpose become one line and an exit code.
 
+    :class:`IotmonError` says what to do; an ``OSError`` (a file, a socket, a full disk) is
+    the environment's, and its own text names the file. Anything else — a ``KeyError``, a
+    ``TypeError`` — is a bug in iotmon and keeps its traceback.
+    """
     try:
         yield
-    except (ValueError, ConfigError, CheckpointError, ConnectionError, LookupError) as exc:
-        raise fail(str(exc)) from None
-    except FileNotFoundError as exc:
-        raise fail(str(exc)) from None
+    except IotmonError as exc:
+        raise fail(describe(exc), exit_code(exc)) from None
+    except OSError as exc:
+        raise fail(in_cli_terms(str(exc))) from None
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

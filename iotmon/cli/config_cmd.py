@@ -24,7 +24,8 @@ from typer.core import TyperGroup
 
 from iotmon.cli import app
 from iotmon.cli.common import fail, user_errors
-from iotmon.config import ConfigFile, build_settings, mask_secrets
+from iotmon.cli.consume import consume_settings
+from iotmon.config import ConfigFile, mask_secrets
 from iotmon.notify import PASSWORD_ENV
 
 __all__ = ["EffectiveConfig", "config_app", "effective_config", "to_json", "to_toml"]
@@ -83,8 +84,9 @@ def effective_config(args: Sequence[str]) -> EffectiveConfig:
         # What consume's --config callback loaded (config_of() wants typer's Context type).
         loaded = ctx.meta.get("iotmon.config")
         config = loaded if isinstance(loaded, ConfigFile) else ConfigFile(None, {})
+        # consume's own code builds and checks the settings, so both refuse the same values.
+        consume_settings(ctx)
         with user_errors():
-            build_settings(params, config, environ=environ)
             overrides = config.overrides
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}

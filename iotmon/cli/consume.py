@@ -6,16 +6,17 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Protocol
 
 import orjson
 import typer
 
 from iotmon.cli import app
-from iotmon.cli.common import CONFIG_OPTION, config_of, opt, setup_logging, user_errors
+from iotmon.cli.common import CONFIG_OPTION, config_of, fail, opt, setup_logging, user_errors
 from iotmon.config import build_settings
-from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS
-from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES, OVERSIZED_PREFIX_BYTES
+from iotmon.notify import SmtpSettings
+from iotmon.settings import Settings
+from iotmon.sources.base import OVERSIZED_PREFIX_BYTES
 
 SOURCE = "Source"
 PARSING = "Parsing"
@@ -25,23 +26,34 @@ ALERTS = "Alerts"
 EMAIL = "Email"
 OUTPUT = "Output"
 
+# Option defaults are the library's: read off default settings objects, never restated.
+_DEFAULTS: Final = Settings()
+_KAFKA: Final = _DEFAULTS.source.kafka
+_PARSE: Final = _DEFAULTS.parse
+_ALERTS: Final = _DEFAULTS.alerts
+_EMAIL: Final = _DEFAULTS.email
+_SMTP: Final = SmtpSettings(host="localhost")
+_US: Final = 1_000_000
+_CHECK_ONLY: Final = "iotmon.consume.check_only"
+_SETTINGS: Final = "iotmon.consume.settings"
+
 
 @app.command("consume")
 def consume(
     ctx: typer.Context,
     config: Path | None = CONFIG_OPTION,
     bootstrap_servers: str = opt(
-        "127.0.0.1:9092",
+        _KAFKA.bootstrap_servers,
         "--bootstrap-servers",
         help="Kafka brokers, HOST:PORT[,HOST:PORT].",
         rich_help_panel=SOURCE,
     ),
     topic: list[str] = opt(
-        ["sensoresInfos"], "--topic", help="Topic to read (repeatable).", rich_help_panel=SOURCE
+        list(_KAFKA.topics), "--topic", help="Topic to read (repeatable).", rich_help_panel=SOURCE
     ),
-    group: str = opt("iotmon", "--group", help="Kafka consumer group.", rich_help_panel=SOURCE),
+    group: str = opt(_KAFKA.group, "--group", help="Kafka consumer group.", rich_help_panel=SOURCE),
     start_from: str = opt(
-        "earliest",
+        _KAFKA.start_from,
         "--from",
         help="Where a group with no committed offsets starts: earliest|latest.",
         rich_help_panel=SOURCE,
@@ -65,70 +77,76 @@ def consume(
         rich_help_panel=SOURCE,
     ),
     max_line_bytes: int = opt(
-        DEFAULT_MAX_LINE_BYTES,
+        _DEFAULTS.source.max_line_bytes,
         "--max-line-bytes",
         help="Longest line or Kafka message taken as a reading; longer ones are dead-lettered "
         f"as too_long with their first {OVERSIZED_PREFIX_BYTES} bytes and their length.",
         rich_help_panel=SOURCE,
     ),
     key: str = opt(
-        "id_equipamento",
+        _PARSE.key_field,
         "--key",
         help="Field that identifies a device (dotted path); "
         "'sensor' groups like the original notebook.",
         rich_help_panel=PARSING,
     ),
     temperature_field: str = opt(
-        "padrao.leitura.temperatura",
+        _PARSE.temperature_field,
         "--temperature-field",
         help="Dotted path of the temperature in °C.",
         rich_help_panel=PARSING,
     ),
     time_field: str = opt(
-        "data_evento",
+        _PARSE.time_field,
         "--time-field",
         help="Dotted path of the ISO-8601 event time.",
         rich_help_panel=PARSING,
     ),
     valid_range: str = opt(
-        "-50..200",
+        f"{_PARSE.valid_min:g}..{_PARSE.valid_max:g}",
         "--valid-range",
         help="Accepted temperatures, MIN..MAX °C; others are dead-lettered.",
         rich_help_panel=PARSING,
     ),
     max_future: float = opt(
-        DEFAULT_MAX_FUTURE_SECONDS,
+        _DEFAULTS.max_future,
         "--max-future",
         help="Seconds a reading's event time may be ahead of wall time and of its partition's "
         "latest readings; further ahead it is dead-lettered as future_time.",
         rich_help_panel=PARSING,
     ),
     window: float = opt(
-        300.0, "--window", help="Sliding event-time window, seconds.", rich_help_panel=STATS
+        _DEFAULTS.window.window_us / _US,
+        "--window",
+        help="Sliding event-time window, seconds.",
+        rich_help_panel=STATS,
     ),
     pane: float = opt(
-        10.0,
+        _DEFAULTS.window.pane_us / _US,
         "--pane",
         help="Window pane (granularity), seconds; divides --window.",
         rich_help_panel=STATS,
     ),
     allowed_lateness: float = opt(
-        30.0,
+        _DEFAULTS.window.lateness_us / _US,
         "--allowed-lateness",
         help="How late (s) an out-of-order reading may be and still land in its window pane.",
         rich_help_panel=STATS,
     ),
     state_dir: Path = opt(
-        Path(".iotmon-state"),
+        _DEFAULTS.state_dir,
         "--state-dir",
         help="Checkpoints, dead letters, outbox.",
         rich_help_panel=STATS,
     ),
     checkpoint_interval: float = opt(
-        5.0, "--checkpoint-interval", help="Seconds between checkpoints.", rich_help_panel=STATS
+        _DEFAULTS.checkpoint_interval,
+        "--checkpoint-interval",
+        help="Seconds between checkpoints.",
+        rich_help_panel=STATS,
     ),
     guarantee: str = opt(
-        "at-least-once",
+        _DEFAULTS.guarantee,
         "--guarantee",
         help="at-least-once|exactly-once. Stats are exact with both (the position is stored "
         "with the state); exactly-once also commits changelog, dead letters and offsets in one "
@@ -136,7 +154,7 @@ def consume(
         rich_help_panel=SCALE,
     ),
     changelog: bool = opt(
-        True,
+        _KAFKA.changelog,
         "--changelog/--no-changelog",
         help="Keep partition state in a compacted Kafka topic too, so instances of a --group "
         "can take partitions over without a shared disk (off: --state-dir is the only copy).",
@@ -156,19 +174,19 @@ def consume(
         rich_help_panel=SCALE,
     ),
     threshold: float = opt(
-        75.0,
+        _ALERTS.threshold,
         "--threshold",
         help="Alert when the metric is above this, °C.",
         rich_help_panel=ALERTS,
     ),
     metric: str = opt(
-        "window",
+        _ALERTS.metric,
         "--metric",
         help="window (sliding mean) or running (all-time mean).",
         rich_help_panel=ALERTS,
     ),
     for_: float = opt(
-        60.0,
+        _ALERTS.for_seconds,
         "--for",
         help="Seconds above the threshold before a device fires (0: at once).",
         rich_help_panel=ALERTS,
@@ -186,19 +204,19 @@ def consume(
         rich_help_panel=ALERTS,
     ),
     group_wait: float = opt(
-        10.0,
+        _ALERTS.group_wait,
         "--group-wait",
         help="Wait before the first digest, to group devices.",
         rich_help_panel=ALERTS,
     ),
     group_interval: float = opt(
-        60.0,
+        _ALERTS.group_interval,
         "--group-interval",
         help="At most one digest per this many seconds.",
         rich_help_panel=ALERTS,
     ),
     repeat_interval: float = opt(
-        4 * 3600.0,
+        _ALERTS.repeat_interval,
         "--repeat-interval",
         help="Remind while anything fires, every this many seconds.",
         rich_help_panel=ALERTS,
@@ -209,7 +227,9 @@ def consume(
         help="JSON-lines log of alert transitions [default: in the state dir].",
         rich_help_panel=ALERTS,
     ),
-    lang: str = opt("en", "--lang", help="Email language: en or pt-BR.", rich_help_panel=EMAIL),
+    lang: str = opt(
+        _EMAIL.lang, "--lang", help="Email language: en or pt-BR.", rich_help_panel=EMAIL
+    ),
     smtp_host: str | None = opt(
         None,
         "--smtp-host",
@@ -218,7 +238,7 @@ def consume(
     ),
     smtp_port: int | None = opt(None, "--smtp-port", help="SMTP port.", rich_help_panel=EMAIL),
     smtp_security: str = opt(
-        "auto",
+        _SMTP.security,
         "--smtp-security",
         help="none|starttls|ssl; auto = STARTTLS when offered, and no login without TLS.",
         rich_help_panel=EMAIL,
@@ -236,25 +256,25 @@ def consume(
         rich_help_panel=EMAIL,
     ),
     smtp_timeout: float = opt(
-        30.0,
+        _SMTP.timeout,
         "--smtp-timeout",
         help="Overall timeout of one send, seconds.",
         rich_help_panel=EMAIL,
     ),
     mail_from: str = opt(
-        "iotmon@localhost", "--mail-from", help="Sender address.", rich_help_panel=EMAIL
+        _EMAIL.mail_from, "--mail-from", help="Sender address.", rich_help_panel=EMAIL
     ),
     mail_to: list[str] = opt(
-        [], "--mail-to", help="Recipient (repeatable).", rich_help_panel=EMAIL
+        list(_EMAIL.mail_to), "--mail-to", help="Recipient (repeatable).", rich_help_panel=EMAIL
     ),
     outbox: Path = opt(
-        Path("outbox"),
+        _EMAIL.eml_dir,
         "--outbox",
         help="Folder for .eml files when there is no --smtp-host.",
         rich_help_panel=EMAIL,
     ),
     flush_timeout: float = opt(
-        30.0,
+        _DEFAULTS.flush_timeout,
         "--flush-timeout",
         help="On exit, wait this long for queued emails.",
         rich_help_panel=EMAIL,
@@ -295,14 +315,59 @@ def consume(
     log_format: str = opt("text", "--log-format", help="text|json.", rich_help_panel=OUTPUT),
 ) -> None:
     """Compute per-device running and sliding averages and alert on overheating devices."""
-    values: dict[str, Any] = {
-        name: value for name, value in locals().items() if name not in ("ctx", "config")
-    }
+    with user_errors():
+        settings = build_settings(
+            config_of(ctx),
+            bootstrap_servers=bootstrap_servers,
+            topics=topic,
+            group=group,
+            start_from=start_from,
+            input=input,
+            follow=follow,
+            once=once,
+            max_line_bytes=max_line_bytes,
+            key_field=key,
+            temperature_field=temperature_field,
+            time_field=time_field,
+            valid_range=valid_range,
+            max_future=max_future,
+            window=window,
+            pane=pane,
+            lateness=allowed_lateness,
+            state_dir=state_dir,
+            checkpoint_interval=checkpoint_interval,
+            guarantee=guarantee,
+            changelog=changelog,
+            changelog_topic=changelog_topic,
+            instance_id=instance_id,
+            threshold=threshold,
+            metric=metric,
+            for_seconds=for_,
+            clear_below=clear_below,
+            stale_after=stale_after,
+            group_wait=group_wait,
+            group_interval=group_interval,
+            repeat_interval=repeat_interval,
+            alerts_log=alerts_log,
+            lang=lang,
+            smtp_host=smtp_host,
+            smtp_port=smtp_port,
+            smtp_security=smtp_security,
+            smtp_user=smtp_user,
+            smtp_password_file=smtp_password_file,
+            smtp_timeout=smtp_timeout,
+            mail_from=mail_from,
+            mail_to=mail_to,
+            outbox=outbox,
+            flush_timeout=flush_timeout,
+        )
+    if ctx.meta.get(_CHECK_ONLY):
+        ctx.meta[_SETTINGS] = settings
+        return
+    if json_output and not once:
+        raise fail("--json prints the final stats, so it needs --once")
     setup_logging(log_level, log_format)
     with user_errors():
-        settings = build_settings(values, config_of(ctx))
-        if json_output and not once:
-            raise ValueError("json: --json prints the final stats, so it needs --once")
         report = asyncio.run(
             _run(
                 settings,
@@ -318,8 +383,33 @@ def consume(
         sys.stdout.flush()
 
 
+class _Command(Protocol):
+    def invoke(self, ctx: Any, /) -> Any: ...
+
+
+class ParsedConsume(Protocol):
+    """What ``make_context`` returns for the `consume` command (click's Context)."""
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+    @property
+    def command(self) -> _Command: ...
+
+
+def consume_settings(ctx: ParsedConsume) -> Settings:
+    """The :class:`Settings` `iotmon consume` runs with, for its parsed arguments: its own
+    code builds and checks them (a bad value raises :class:`typer.Exit` after one line),
+    then it returns instead of running."""
+    ctx.meta[_CHECK_ONLY] = True
+    ctx.command.invoke(ctx)
+    settings = ctx.meta[_SETTINGS]
+    assert isinstance(settings, Settings)
+    return settings
+
+
 async def _run(
-    settings: Any,
+    settings: Settings,
     *,
     live: bool,
     status_interval: float,

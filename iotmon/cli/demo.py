@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from iotmon.cli import app
-from iotmon.cli.common import fail, opt, plain, setup_logging, user_errors
-from iotmon.kafka.admin import KafkaUnavailableError
+from iotmon.cli.common import opt, plain, setup_logging, user_errors
+from iotmon.errors import ConfigError
+from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS
 from iotmon.notify import Language
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def demo(
     # `consume` uses. The others stay demo-local, so a production IOTMON_STATE_DIR or
     # IOTMON_OUTBOX can never be written to by a demo.
     bootstrap_servers: str = opt(
-        "127.0.0.1:9092", "--bootstrap-servers", help="Kafka brokers for --kafka."
+        DEFAULT_BOOTSTRAP_SERVERS, "--bootstrap-servers", help="Kafka brokers for --kafka."
     ),
     keep_topic: bool = typer.Option(
         False, "--keep-topic", help="With --kafka: keep the demo topic afterwards."
@@ -110,7 +111,8 @@ def demo(
     emails delivered to a local SMTP server (printed here). No Kafka or mail server needed.
 
     Event time starts now and runs --speed times faster than the clock; the alert settings
-    are demo-sized (60-s window, fire after 30 s above 75 °C, 5-s group wait, event time).
+    are demo-sized (60-s window, fire after 30 s above the usual threshold, 5-s group
+    wait, event time).
     """
     from iotmon.tools.demo import DemoOptions
 
@@ -121,7 +123,7 @@ def demo(
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with user_errors():
         if lang not in ("en", "pt-BR"):
-            raise ValueError(f"lang: must be en or pt-BR, got {lang!r}")
+            raise ConfigError(f"lang: must be en or pt-BR, got {lang!r}")
         language: Language = "pt-BR" if lang == "pt-BR" else "en"
         options = DemoOptions(
             devices=devices,
@@ -143,8 +145,6 @@ def demo(
         )
         try:
             asyncio.run(_main(options))
-        except KafkaUnavailableError as exc:
-            raise fail(str(exc), 1) from None
         except asyncio.CancelledError:
             # A second Ctrl-C: the user did not want to wait for the final flush.
             raise typer.Exit(130) from None

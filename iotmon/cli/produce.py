@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
-from iotmon.cli.common import opt
+from iotmon.cli.common import describe, opt
 from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
 from iotmon.tools.produce import (
     COMPRESSIONS,
@@ -81,7 +81,7 @@ def produce(
             rate=rate,
         )
     except ProduceError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(describe(exc)) from exc
 
     progress = Progress(f"produce → {topic}@{bootstrap_servers}", enabled=not quiet)
     stats: ProduceStats | None = None
@@ -94,7 +94,7 @@ def produce(
     except KeyboardInterrupt:
         code = 130
     except (KafkaUnavailableError, ProduceError) as exc:
-        typer.echo(f"iotmon produce: error: {exc}", err=True)
+        typer.echo(f"iotmon produce: error: {describe(exc)}", err=True)
         code = 1
     except KafkaError as exc:
         typer.echo(

@@ -9,7 +9,7 @@ import typer
 from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
-from iotmon.cli.common import opt, plain
+from iotmon.cli.common import describe, opt, plain
 from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
 from iotmon.tools.produce import DEFAULT_BOOTSTRAP, DEFAULT_KEY_FIELD, ProduceError
 from iotmon.tools.repartition import (
@@ -63,7 +63,7 @@ def repartition_command(
             once=once,
         )
     except RepartitionError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(describe(exc)) from exc
     progress = Progress(f"repartition {from_topic} → {to_topic}", enabled=not quiet)
     code = 0
     stats: RepartitionStats | None = None
@@ -71,7 +71,7 @@ def repartition_command(
         with quiet_aiokafka():
             stats = asyncio.run(_run(settings, progress))
     except (KafkaUnavailableError, RepartitionError, ProduceError) as exc:
-        typer.echo(f"iotmon repartition: error: {exc}", err=True)
+        typer.echo(f"iotmon repartition: error: {describe(exc)}", err=True)
         code = 1
     except KafkaError as exc:
         typer.echo(

@@ -14,7 +14,8 @@ import typer
 from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
-from iotmon.cli.common import opt
+from iotmon.cli.common import describe, opt
+from iotmon.errors import ConfigError
 from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
 from iotmon.tools.produce import (
     COMPRESSIONS,
@@ -200,8 +201,8 @@ def simulate(
             else None
         )
         readings = build_readings(settings)
-    except (ValueError, ProduceError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except (ConfigError, ProduceError) as exc:
+        raise typer.BadParameter(describe(exc)) from exc
 
     if seed is None and not quiet:
         typer.echo(f"simulate: seed {readings.fleet.seed}", err=True)
@@ -226,7 +227,7 @@ def simulate(
     except BrokenPipeError:
         _silence_stdout()
     except (KafkaUnavailableError, ProduceError) as exc:
-        typer.echo(f"iotmon simulate: error: {exc}", err=True)
+        typer.echo(f"iotmon simulate: error: {describe(exc)}", err=True)
         code = 1
     except KafkaError as exc:
         typer.echo(f"iotmon simulate: error: Kafka failed: {exc!r} — check the broker", err=True)

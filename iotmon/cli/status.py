@@ -9,8 +9,10 @@ import orjson
 import typer
 from rich.console import Console
 
+from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.cli import app
 from iotmon.cli.common import opt, user_errors
+from iotmon.settings import Settings
 from iotmon.views.console import device_table
 from iotmon.views.status import read_status
 
@@ -18,10 +20,12 @@ from iotmon.views.status import read_status
 @app.command("status")
 def status(
     state_dir: Path = opt(
-        Path(".iotmon-state"), "--state-dir", help="The consumer's state directory."
+        Settings().state_dir, "--state-dir", help="The consumer's state directory."
     ),
     json_output: bool = opt(False, "--json", help="Print the stats as JSON on stdout."),
-    threshold: float = opt(75.0, "--threshold", help="Highlight devices above this, °C."),
+    threshold: float = opt(
+        DEFAULT_THRESHOLD, "--threshold", help="Highlight devices above this, °C."
+    ),
     top: int = opt(15, "--top", help="How many devices the table shows."),
 ) -> None:
     """Print the per-device stats and alert states held in a state directory's checkpoints."""

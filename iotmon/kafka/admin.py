@@ -12,13 +12,15 @@ from typing import Any, Final
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
+from iotmon.errors import ConfigError, KafkaUnavailableError, KafkaUnreachableError
+
 __all__ = [
     "MAX_REQUEST_BYTES",
     "KafkaUnavailableError",
+    "KafkaUnreachableError",
     "ensure_topic",
     "quiet_aiokafka",
     "topic_config",
-    "unreachable_message",
 ]
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,6 @@ _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 MAX_REQUEST_BYTES: Final = 1 << 20
 """``max_request_size`` of iotmon's producers (aiokafka's default, written out): the bound a
 dead letter is cut to fit, so producer and bound never disagree."""
-
-
-class KafkaUnavailableError(RuntimeError):
-    """Kafka could not be reached or refused the request; the message says what to do."""
 
 
 @contextmanager
@@ -50,13 +48,6 @@ def quiet_aiokafka() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(logging.NOTSET)
-
-
-def unreachable_message(bootstrap: str) -> str:
-    return (
-        f"cannot reach Kafka at {bootstrap} — start one with `make kafka-up` "
-        "or pass --bootstrap-servers HOST:PORT"
-    )
 
 
 async def ensure_topic(
@@ -79,7 +70,7 @@ async def ensure_topic(
     create the topic.
     """
     if partitions < 1:
-        raise ValueError(f"partitions must be >= 1, got {partitions}")
+        raise ConfigError(f"partitions: must be >= 1, got {partitions}", setting="partitions")
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         request_timeout_ms=max(1000, int(timeout_s * 1000)),
@@ -89,16 +80,16 @@ async def ensure_topic(
         await admin.start()
     except KafkaConnectionError as exc:
         await _close_quietly(admin)
-        raise KafkaUnavailableError(unreachable_message(bootstrap)) from exc
+        raise KafkaUnreachableError(bootstrap) from exc
     try:
         await _create_if_missing(admin, topic, partitions, config or {}, replication_factor)
         await _wait_for_leaders(admin, topic, timeout_s)
     except KafkaConnectionError as exc:
-        raise KafkaUnavailableError(unreachable_message(bootstrap)) from exc
+        raise KafkaUnreachableError(bootstrap) from exc
     except KafkaError as exc:
         raise KafkaUnavailableError(
             f"Kafka at {bootstrap} could not create topic {topic!r}: {exc} — check the broker "
-            "log, or create the topic yourself (kafka-topics.sh --create)"
+            "log, or create the topic yourself (with kafka-topics.sh)"
         ) from exc
     finally:
         await _close_quietly(admin)

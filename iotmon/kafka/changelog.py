@@ -4,13 +4,13 @@ Any instance of a group can take a partition over on any machine, because the pa
 checkpoint lives in ``iotmon-<group>-changelog`` (``--changelog-topic``); the local state
 dir is only a cache that saves the download when it already holds the latest checkpoint.
 
-Records (input partition ``sensoresInfos:3`` → changelog partition ``3 % partitions``):
+Records (input partition ``readings:3`` → changelog partition ``3 % partitions``):
 
-``sensoresInfos:3#<checkpoint>#<i>`` — *chunk* ``i`` of the checkpoint payload, which is
+``readings:3#<checkpoint>#<i>`` — *chunk* ``i`` of the checkpoint payload, which is
     byte for byte the local checkpoint file (``PartitionState.to_document`` + format, version,
     position). Payloads are cut into chunks of :data:`CHUNK_BYTES` so a partition of any
     size fits the broker's default 1 MB record limit without touching cluster settings.
-``sensoresInfos:3`` — the *manifest*, written after every chunk is acknowledged: which
+``readings:3`` — the *manifest*, written after every chunk is acknowledged: which
     checkpoint, the chunks' offsets, size, SHA-256 and the source position.
 
 Chunk keys are unique per checkpoint, so compaction can never leave a manifest pointing
@@ -40,13 +40,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from iotmon.errors import IotmonError
 from iotmon.kafka.admin import (
     MAX_REQUEST_BYTES,
-    KafkaUnavailableError,
+    KafkaUnreachableError,
     ensure_topic,
     partitions_of,
     topic_config,
-    unreachable_message,
 )
 from iotmon.kafka.source import partition_name
 from iotmon.state.encoding import Fragments, rechunk, sha256_of, size_of
@@ -86,12 +86,12 @@ TOPIC_CONFIG: Final[Mapping[str, str]] = {
 }
 
 
-class ChangelogError(RuntimeError):
+class ChangelogError(IotmonError, RuntimeError):
     """The changelog topic cannot be used; the message says what to do about it."""
 
 
 def split_partition_name(name: str) -> TopicPartition:
-    """``"sensoresInfos:3"`` → ``TopicPartition("sensoresInfos", 3)``."""
+    """``"readings:3"`` → ``TopicPartition("readings", 3)``."""
     topic, _, number = name.rpartition(":")
     return TopicPartition(topic, int(number))
 
@@ -229,7 +229,7 @@ class KafkaChangelog:
         try:
             await admin.start()
         except KafkaConnectionError as exc:
-            raise KafkaUnavailableError(unreachable_message(self.bootstrap_servers)) from exc
+            raise KafkaUnreachableError(self.bootstrap_servers) from exc
         existing = set(await admin.list_topics())
         if self.topic not in existing:
             # One changelog partition per input partition; input that does not exist yet

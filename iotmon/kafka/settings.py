@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-__all__ = ["KafkaSettings"]
+__all__ = ["DEFAULT_BOOTSTRAP_SERVERS", "DEFAULT_TOPIC", "KafkaSettings"]
+
+DEFAULT_BOOTSTRAP_SERVERS: Final = "127.0.0.1:9092"
+DEFAULT_TOPIC: Final = "sensoresInfos"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topics: tuple[str, ...] = ("sensoresInfos",)
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
+    topics: tuple[str, ...] = (DEFAULT_TOPIC,)
     group: str = "iotmon"
     start_from: Literal["earliest", "latest"] = "earliest"
     max_records: int = 20_000

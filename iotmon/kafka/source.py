@@ -22,6 +22,7 @@ from typing import Any, overload
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
+from iotmon.errors import KafkaUnreachableError, TopicNotFoundError
 from iotmon.kafka.settings import KafkaSettings
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
@@ -93,17 +94,15 @@ class KafkaSource:
             await consumer.start()
         except KafkaConnectionError as exc:
             await consumer.stop()
-            raise ConnectionError(
-                f"cannot reach Kafka at {s.bootstrap_servers} ({exc}) — start a broker "
-                "(`make kafka-up`) or pass --bootstrap-servers HOST:PORT"
-            ) from exc
+            raise KafkaUnreachableError(s.bootstrap_servers, str(exc)) from exc
         existing = await consumer.topics()
         missing = [t for t in s.topics if t not in existing]
         if missing and self.once:
             await consumer.stop()
-            raise LookupError(
+            raise TopicNotFoundError(
                 f"topic(s) {', '.join(missing)} do not exist on {s.bootstrap_servers} — "
-                "load data first (`iotmon produce`) or check --topic"
+                "load data first or check `topic`",
+                setting="topic",
             )
         consumer.subscribe(topics=list(s.topics), listener=_Listener(self))
         self._consumer = consumer

@@ -7,6 +7,8 @@ side of delivering late rather than never.
 
 from __future__ import annotations
 
+from iotmon.errors import IotmonError
+
 __all__ = [
     "DeliveryError",
     "PermanentDeliveryError",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-class DeliveryError(Exception):
+class DeliveryError(IotmonError):
     """Base class of the delivery errors iotmon raises itself."""
 
 
@@ -45,5 +47,5 @@ class SmtpAuthenticationError(SmtpSetupError):
 
 class SmtpTlsRequiredError(SmtpSetupError):
     """A login was configured but the connection is not encrypted, so iotmon did not send
-    the password: with ``--smtp-security auto`` the server offered no STARTTLS, which is
+    the password: with ``security="auto"`` the server offered no STARTTLS, which is
     also what an attacker who strips it from the server's reply makes it look like."""

@@ -103,7 +103,7 @@ def _number(value: float | None) -> str:
 
 
 def _degrees(value: float) -> str:
-    # 75.0 -> "75", 75.5 -> "75.5": the original wrote thresholds as whole degrees.
+    # 80.0 -> "80", 80.5 -> "80.5": the original wrote thresholds as whole degrees.
     return f"{value:g}"
 
 

@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from iotmon.errors import IotmonError
 from iotmon.notify.model import Digest, Notification
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxError"]
@@ -50,7 +51,7 @@ _ID: Final = re.compile(r"[0-9A-Za-z_-]{8,128}")
 EntryState = Literal["pending", "sent", "failed"]
 
 
-class OutboxError(RuntimeError):
+class OutboxError(IotmonError, RuntimeError):
     """A record in the outbox that cannot be read; the message names the file."""
 
 

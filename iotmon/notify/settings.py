@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from iotmon.errors import ConfigError
+
 __all__ = [
     "PASSWORD_ENV",
     "DeliverySettings",
@@ -55,13 +57,15 @@ class SmtpSettings:
 
     def __post_init__(self) -> None:
         if not self.host:
-            raise ValueError("smtp-host: must not be empty")
+            raise ConfigError("smtp-host: must not be empty")
         if self.port is not None and not 0 < self.port < 65536:
-            raise ValueError(f"smtp-port: must be 1..65535, got {self.port}")
+            raise ConfigError(f"smtp-port: must be 1..65535, got {self.port}")
         if self.security not in ("auto", "none", "starttls", "ssl"):
-            raise ValueError(f"smtp-security: must be none, starttls or ssl, got {self.security!r}")
+            raise ConfigError(
+                f"smtp-security: must be none, starttls or ssl, got {self.security!r}"
+            )
         if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ValueError(
+            raise ConfigError(
                 f"smtp-timeout: must be a positive number of seconds, got {self.timeout}"
             )
 
@@ -98,11 +102,11 @@ class DeliverySettings:
         for name in ("initial_backoff", "max_backoff", "attempt_timeout", "sent_retention"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}: must be a positive number of seconds, got {value}")
+                raise ConfigError(f"{name}: must be a positive number of seconds, got {value}")
         if self.max_backoff < self.initial_backoff:
-            raise ValueError("max_backoff: must not be below initial_backoff")
+            raise ConfigError("max_backoff: must not be below initial_backoff")
         if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter: must be in [0, 1), got {self.jitter}")
+            raise ConfigError(f"jitter: must be in [0, 1), got {self.jitter}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +127,7 @@ class EmailSettings:
 
     def __post_init__(self) -> None:
         if self.lang not in ("en", "pt-BR"):
-            raise ValueError(f"lang: must be en or pt-BR, got {self.lang!r}")
+            raise ConfigError(f"lang: must be en or pt-BR, got {self.lang!r}")
         check_address("mail-from", self.mail_from)
         for address in self.mail_to:
             check_address("mail-to", address)
@@ -132,7 +136,7 @@ class EmailSettings:
 def check_address(option: str, address: str) -> None:
     """Reject what could smuggle extra headers or SMTP commands in through an address."""
     if not address or any(ch in address for ch in "\r\n\0") or "@" not in address:
-        raise ValueError(f"{option}: {address!r} is not an email address")
+        raise ConfigError(f"{option}: {address!r} is not an email address")
 
 
 def read_smtp_password(
@@ -146,9 +150,9 @@ def read_smtp_password(
         try:
             text = password_file.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"smtp-password-file: cannot read {password_file}: {exc}") from exc
+            raise ConfigError(f"smtp-password-file: cannot read {password_file}: {exc}") from exc
         lines = text.splitlines()
         if not lines or not lines[0]:
-            raise ValueError(f"smtp-password-file: {password_file} is empty")
+            raise ConfigError(f"smtp-password-file: {password_file} is empty")
         return lines[0]
     return environ.get(PASSWORD_ENV) or None

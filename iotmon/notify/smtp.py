@@ -43,7 +43,7 @@ class SmtpNotifier:
         self._tls_context = _tls_context(settings)
         if settings.security == "none" and settings.user is not None:
             log.warning(
-                "--smtp-security none: the SMTP password for %r goes over the network in "
+                "`smtp_security` none: the SMTP password for %r goes over the network in "
                 "clear text; use starttls or ssl unless the server is on a trusted link",
                 settings.user,
             )
@@ -62,8 +62,9 @@ class SmtpNotifier:
         ]
         if not recipients:
             raise PermanentDeliveryError(
-                f"notification {notification.message_id} has no recipients: set --mail-to "
-                "(or recipients in the matching override)"
+                f"notification {notification.message_id} has no recipients: set `mail_to` "
+                "(or recipients in the matching override)",
+                setting="mail_to",
             )
         security = settings.security
         where = f"{settings.host}:{settings.port or 'default port'}"
@@ -86,17 +87,19 @@ class SmtpNotifier:
                             f"SMTP server {where} offers no STARTTLS, so logging in as "
                             f"{settings.user!r} would send the password in clear text (an "
                             "attacker on the path can hide STARTTLS, too); nothing was sent. "
-                            "Enable TLS on the server, use --smtp-security ssl (port 465), or "
-                            "accept clear text with --smtp-security none; the notification "
-                            "stays queued"
+                            "Enable TLS on the server, use `smtp_security` ssl (port 465), or "
+                            "accept clear text with `smtp_security` none; the notification "
+                            "stays queued",
+                            setting="smtp_security",
                         )
                     await client.login(settings.user, settings.password or "")
                 errors, _ = await client.send_message(message, sender=sender, recipients=recipients)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise SmtpAuthenticationError(
                 f"SMTP server {where} refused the login for user {settings.user!r} "
-                f"({exc.code} {exc.message}): check --smtp-user and set the password in "
-                f"{PASSWORD_ENV} or --smtp-password-file; the notification stays queued"
+                f"({exc.code} {exc.message}): check `smtp_user` and set the password in "
+                f"{PASSWORD_ENV} or `smtp_password_file`; the notification stays queued",
+                setting=("smtp_user", "smtp_password_file"),
             ) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [refusal.code for refusal in exc.recipients]
@@ -126,7 +129,8 @@ class SmtpNotifier:
         except TimeoutError as exc:
             raise TransientDeliveryError(
                 f"SMTP server {where} did not answer within {settings.timeout:g} s "
-                "(a slow or unreachable server; raise the SMTP timeout if it is just slow)"
+                "(a slow or unreachable server; raise `smtp_timeout` if it is just slow)",
+                setting="smtp_timeout",
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientDeliveryError(

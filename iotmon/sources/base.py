@@ -1,6 +1,6 @@
 """What every source hands the pipeline: batches of raw lines from one partition.
 
-A *partition* is the unit that owns state: a Kafka topic-partition (``sensoresInfos:3``) or
+A *partition* is the unit that owns state: a Kafka topic-partition (``readings:3``) or
 one input file (``file:/var/log/sensors.txt``). A batch always comes from one partition,
 so the pipeline can apply it to that partition's statistics and record the position the
 state now includes (``end``) in the same step.

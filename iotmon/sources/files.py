@@ -25,6 +25,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from iotmon.errors import InputNotFoundError
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
     OVERSIZED_PREFIX_BYTES,
@@ -150,8 +151,9 @@ class FileSource:
             self._handle = self.path.open("rb")
         except FileNotFoundError:
             if not self.follow:
-                raise FileNotFoundError(
-                    f"input file {self.path} does not exist — check the --input path"
+                raise InputNotFoundError(
+                    f"input file {self.path} does not exist — check the `input` path",
+                    setting="input",
                 ) from None
             log.warning("waiting for %s to appear", self.path)
         restored = (await on_assign([self.name])).get(self.name)

@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import orjson
 
+from iotmon.errors import IotmonError
 from iotmon.state.encoding import Fragments, encode_document, fragments_of
 
 __all__ = [
@@ -53,8 +54,11 @@ _SEAL_HEAD: Final = b',"sha256":"'
 _SEAL_BYTES: Final = len(_SEAL_HEAD) + 64 + len(b'"}')
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(IotmonError, RuntimeError):
     """A state file that cannot be used; the message says what to do about it."""
+
+    def __init__(self, message: str, *, setting: str | tuple[str, ...] = "state_dir") -> None:
+        super().__init__(message, setting=setting)
 
 
 def partition_filename(partition: str) -> str:
@@ -121,11 +125,11 @@ def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise CheckpointError(
             f"{origin} is corrupt ({exc}); move it away to start that {kind} from scratch, "
-            "or point --state-dir at another folder"
+            "or point `state_dir` at another folder"
         ) from exc
     if type(doc) is not dict or doc.get("format") != FORMAT:
         raise CheckpointError(
-            f"{origin} is not an iotmon checkpoint; point --state-dir at a folder that only "
+            f"{origin} is not an iotmon checkpoint; point `state_dir` at a folder that only "
             "iotmon writes to"
         )
     version = doc.get("version")
@@ -135,7 +139,7 @@ def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{origin} has checkpoint format version {version!r}, this iotmon reads versions "
             f"{_UNSEALED_VERSION} and {VERSION}; use the iotmon release that wrote it, or start "
-            "with a fresh --state-dir"
+            "with a fresh `state_dir`"
         )
     if not _seal_matches(payload, doc.pop("sha256", None)):
         raise CheckpointError(
@@ -301,7 +305,7 @@ class StateDir:
             os.close(fd)
             raise CheckpointError(
                 f"{self.root} is in use by another iotmon process; stop it first or give this "
-                "one its own --state-dir"
+                "one its own `state_dir`"
             ) from None
         self._locks.append(fd)
 
@@ -320,7 +324,7 @@ class StateDir:
             partition,
             path.read_bytes(),
             origin=str(path),
-            hint="; remove it or use another --state-dir",
+            hint="; remove it or use another `state_dir`",
         )
 
     def partitions(self) -> list[dict[str, Any]]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from iotmon.errors import ConfigError
+
 _US_PER_S = 1_000_000
 
 
 def _seconds_to_us(name: str, seconds: float) -> int:
     if not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
+        raise ConfigError(f"{name} must be a finite number of seconds, got {seconds!r}")
     # round() rather than int(): 0.3 * 1e6 is 299999.99999999994, which must mean 300000 µs.
     return round(seconds * _US_PER_S)
 
@@ -30,15 +32,15 @@ class WindowSpec:
             value = getattr(self, name)
             # bool is an int subclass; WindowSpec(pane_us=True) is always a mistake.
             if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an int (microseconds), got {value!r}")
+                raise ConfigError(f"{name} must be an int (microseconds), got {value!r}")
         if self.pane_us <= 0:
-            raise ValueError(f"pane_us must be positive, got {self.pane_us}")
+            raise ConfigError(f"pane_us must be positive, got {self.pane_us}")
         if self.window_us <= 0:
-            raise ValueError(f"window_us must be positive, got {self.window_us}")
+            raise ConfigError(f"window_us must be positive, got {self.window_us}")
         if self.lateness_us < 0:
-            raise ValueError(f"lateness_us must be >= 0, got {self.lateness_us}")
+            raise ConfigError(f"lateness_us must be >= 0, got {self.lateness_us}")
         if self.window_us % self.pane_us:
-            raise ValueError(
+            raise ConfigError(
                 f"window_us ({self.window_us} µs) must be a whole multiple of pane_us "
                 f"({self.pane_us} µs); {self.window_us} / {self.pane_us} = "
                 f"{self.window_us / self.pane_us:g}"

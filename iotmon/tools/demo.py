@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from iotmon.alerts import AlertSettings
+from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.engine.horizon import LONGEST_MAX_FUTURE_SECONDS
 from iotmon.engine.pipeline import Pipeline
-from iotmon.kafka.settings import KafkaSettings
+from iotmon.errors import ConfigError
+from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS, KafkaSettings
 from iotmon.notify import (
     EmailSettings,
     EmlNotifier,
@@ -88,14 +90,14 @@ class DemoOptions:
     window: float = 60.0
     pane: float = 5.0
     lateness: float = 5.0
-    threshold: float = 75.0
+    threshold: float = DEFAULT_THRESHOLD
     for_seconds: float = 30.0
     group_wait: float = 5.0
     group_interval: float = 30.0
     repeat_interval: float = 3600.0
     # Where things go.
     kafka: bool = False
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
     partitions: int = 3
     keep_topic: bool = False
     outbox: Path | None = None
@@ -111,15 +113,15 @@ class DemoOptions:
 
     def __post_init__(self) -> None:
         if self.devices < 1:
-            raise ValueError(f"devices: must be >= 1, got {self.devices}")
+            raise ConfigError(f"devices: must be >= 1, got {self.devices}")
         if not self.speed > 0:
-            raise ValueError(f"speed: must be > 0, got {self.speed}")
+            raise ConfigError(f"speed: must be > 0, got {self.speed}")
         if self.duration is not None and not self.duration > 0:
-            raise ValueError(f"duration: must be > 0 seconds, got {self.duration}")
+            raise ConfigError(f"duration: must be > 0 seconds, got {self.duration}")
         if not self.status_interval > 0:
-            raise ValueError(f"status-interval: must be > 0 seconds, got {self.status_interval}")
+            raise ConfigError(f"status-interval: must be > 0 seconds, got {self.status_interval}")
         if self.partitions < 1:
-            raise ValueError(f"partitions: must be >= 1, got {self.partitions}")
+            raise ConfigError(f"partitions: must be >= 1, got {self.partitions}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,9 +248,9 @@ async def run_demo(
     if options.state_dir is not None and _non_empty(options.state_dir):
         # A checkpoint from an earlier demo would resume a stream that no longer exists
         # (and skip as many lines of the new one).
-        raise ValueError(
+        raise ConfigError(
             f"state-dir: {options.state_dir} is not empty; the demo needs a new or empty "
-            "directory (or leave --state-dir out for a temporary one)"
+            "directory (or leave `state_dir` out for a temporary one)"
         )
     state_kept = options.state_dir is not None
     state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="iotmon-demo-"))

@@ -29,7 +29,9 @@ from aiokafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import murmur2
 
-from iotmon.kafka.admin import KafkaUnavailableError, ensure_topic, unreachable_message
+from iotmon.errors import IotmonError
+from iotmon.kafka.admin import KafkaUnavailableError, KafkaUnreachableError, ensure_topic
+from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from iotmon.views.progress import Pacer, Progress
 
 __all__ = [
@@ -49,8 +51,7 @@ __all__ = [
     "produce_lines",
 ]
 
-DEFAULT_BOOTSTRAP: Final = "127.0.0.1:9092"
-DEFAULT_TOPIC: Final = "sensoresInfos"
+DEFAULT_BOOTSTRAP: Final = DEFAULT_BOOTSTRAP_SERVERS
 DEFAULT_KEY_FIELD: Final = "id_equipamento"
 COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd", "snappy")
 ACKS: Final = ("1", "all")
@@ -63,7 +64,7 @@ _MAX_PENDING_FUTURES: Final = 256
 _COMPRESSION_CHECKS = {"gzip": has_gzip, "lz4": has_lz4, "zstd": has_zstd, "snappy": has_snappy}
 
 
-class ProduceError(RuntimeError):
+class ProduceError(IotmonError, RuntimeError):
     """A problem the user can fix (bad option, unreadable file, message too large, ...)."""
 
 
@@ -92,7 +93,7 @@ class ProducerSettings:
 
     def __post_init__(self) -> None:
         if not self.topic:
-            raise ProduceError("topic must not be empty (pass --topic)")
+            raise ProduceError("topic: must not be empty", setting="topic")
         if self.acks not in ACKS:
             raise ProduceError(f"acks must be one of {', '.join(ACKS)}, got {self.acks!r}")
         if self.compression not in COMPRESSIONS:
@@ -240,7 +241,7 @@ class KafkaLoader:
             await producer.start()
         except KafkaConnectionError as exc:
             await _stop_quietly(producer)
-            raise KafkaUnavailableError(unreachable_message(s.bootstrap_servers)) from exc
+            raise KafkaUnreachableError(s.bootstrap_servers) from exc
         self._producer = producer
         try:
             parts = await producer.partitions_for(s.topic)
@@ -248,13 +249,15 @@ class KafkaLoader:
             await self.stop()
             raise KafkaUnavailableError(
                 f"topic {s.topic!r} is not available on {s.bootstrap_servers}: {exc} — create it "
-                "(drop --no-create-topic) or check the broker"
+                "(set `create_topic`) or check the broker",
+                setting="create_topic",
             ) from exc
         if not parts:
             await self.stop()
             raise KafkaUnavailableError(
-                f"topic {s.topic!r} does not exist on {s.bootstrap_servers} — drop "
-                "--no-create-topic or create it with --partitions N"
+                f"topic {s.topic!r} does not exist on {s.bootstrap_servers} — set "
+                "`create_topic` (with `partitions` N) or create it",
+                setting=("create_topic", "partitions"),
             )
         self._partitions = sorted(parts)
 

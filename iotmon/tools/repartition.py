@@ -35,14 +35,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
-from iotmon.kafka.admin import KafkaUnavailableError, partitions_of, unreachable_message
+from iotmon.errors import IotmonError
+from iotmon.kafka.admin import KafkaUnreachableError, partitions_of
 from iotmon.tools.produce import DEFAULT_KEY_FIELD, KafkaLoader, ProducerSettings, ProduceStats
 from iotmon.views.progress import Progress
 
 __all__ = ["RepartitionError", "RepartitionSettings", "RepartitionStats", "repartition"]
 
 
-class RepartitionError(RuntimeError):
+class RepartitionError(IotmonError, RuntimeError):
     """A problem the user can fix (missing topic, same topic twice, ...)."""
 
 
@@ -63,9 +64,11 @@ class RepartitionSettings:
 
     def __post_init__(self) -> None:
         if self.from_topic == self.to_topic:
-            raise RepartitionError("--from-topic and --to-topic must differ")
+            raise RepartitionError(
+                "`from_topic` and `to_topic` must differ", setting=("from_topic", "to_topic")
+            )
         if not self.key_field:
-            raise RepartitionError("--key-field must name the device field")
+            raise RepartitionError("`key_field` must name the device field", setting="key_field")
 
     @property
     def group_id(self) -> str:
@@ -103,7 +106,7 @@ async def repartition(
     except KafkaConnectionError as exc:
         with contextlib.suppress(Exception):
             await consumer.stop()
-        raise KafkaUnavailableError(unreachable_message(settings.bootstrap_servers)) from exc
+        raise KafkaUnreachableError(settings.bootstrap_servers) from exc
     try:
         partitions = await _partitions_of(settings.bootstrap_servers, settings.from_topic)
         consumer.assign(partitions)
@@ -229,7 +232,9 @@ async def _partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     try:
         await admin.start()
         if topic not in await admin.list_topics():
-            raise RepartitionError(f"topic {topic!r} does not exist; check --from-topic")
+            raise RepartitionError(
+                f"topic {topic!r} does not exist; check `from_topic`", setting="from_topic"
+            )
         numbers = await partitions_of(admin, topic)
     finally:
         with contextlib.suppress(Exception):

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import IO, Any, Final
 
+from iotmon.errors import ConfigError
 from iotmon.parse import format_event_time, parse_event_time
 from iotmon.views.progress import Pacer, Progress
 
@@ -202,17 +203,17 @@ class Behaviour:
         for name in ("overheat_fraction", "dropout_fraction", "spike_rate", "bad_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name.replace('_', '-')} must be within 0..1, got {value}")
+                raise ConfigError(f"{name.replace('_', '-')} must be within 0..1, got {value}")
         if not 0.0 <= self.late_rate <= 1.0:
-            raise ValueError(f"late-rate must be within 0..1, got {self.late_rate}")
+            raise ConfigError(f"late-rate must be within 0..1, got {self.late_rate}")
         if self.spike_rate + self.bad_rate > 1.0:
-            raise ValueError("spike-rate + bad-rate must not exceed 1")
+            raise ConfigError("spike-rate + bad-rate must not exceed 1")
         if self.late_by < 0:
-            raise ValueError(f"late-by must be >= 0 seconds, got {self.late_by}")
+            raise ConfigError(f"late-by must be >= 0 seconds, got {self.late_by}")
         if not math.isfinite(self.overheat_to):
-            raise ValueError("overheat-to must be a finite temperature")
+            raise ConfigError("overheat-to must be a finite temperature")
         if not self.horizon_s > 0:
-            raise ValueError(f"horizon must be > 0 seconds, got {self.horizon_s}")
+            raise ConfigError(f"horizon must be > 0 seconds, got {self.horizon_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,7 @@ class Fleet:
     ) -> Fleet:
         """Draw a fleet. ``seed=None`` picks a random seed (kept in :attr:`seed`)."""
         if devices < 1:
-            raise ValueError(f"devices must be >= 1, got {devices}")
+            raise ConfigError(f"devices must be >= 1, got {devices}")
         behaviour = Behaviour(
             overheat_fraction=overheat_fraction,
             overheat_to=overheat_to,
@@ -329,11 +330,11 @@ class Fleet:
         seconds of event time, or when every device has dropped out, whichever comes first.
         """
         if count is not None and count < 0:
-            raise ValueError(f"count must be >= 0, got {count}")
+            raise ConfigError(f"count must be >= 0, got {count}")
         if duration is not None and duration < 0:
-            raise ValueError(f"duration must be >= 0 seconds, got {duration}")
+            raise ConfigError(f"duration must be >= 0 seconds, got {duration}")
         if not period > 0:
-            raise ValueError(f"period must be > 0 seconds, got {period}")
+            raise ConfigError(f"period must be > 0 seconds, got {period}")
         return Readings(
             self, count=count, duration=duration, start_us=start_us, period=period, clock=clock
         )

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.display import printable
 from iotmon.parse import format_event_time
 from iotmon.report import DeviceSummaries, DeviceSummary, Report
@@ -79,7 +80,7 @@ class StatusPrinter:
         *,
         live: bool,
         interval: float = 10.0,
-        threshold: float = 75.0,
+        threshold: float = DEFAULT_THRESHOLD,
         console: Console | None = None,
     ) -> None:
         self.pipeline = pipeline

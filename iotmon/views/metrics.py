@@ -22,7 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from iotmon.config import ConfigError
+from iotmon.errors import ConfigError
 from iotmon.notify import DeliveryStats
 
 if TYPE_CHECKING:
@@ -136,19 +136,20 @@ def serve_metrics(
     """Serve ``/metrics`` on ``host:port`` (loopback unless told otherwise) in a thread;
     returns a function that stops the server. The pipeline need not be open yet.
 
-    Raises :class:`~iotmon.config.ConfigError` when the address cannot be served (port in
+    Raises :class:`~iotmon.errors.ConfigError` when the address cannot be served (port in
     use, no such local address)."""
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         remedy = (
-            "stop what listens there or pick another --metrics-port"
+            "stop what listens there or pick another `metrics_port`"
             if exc.errno == errno.EADDRINUSE
-            else "check --metrics-host (an address of this machine) and --metrics-port"
+            else "check `metrics_host` (an address of this machine) and `metrics_port`"
         )
         raise ConfigError(
             f"metrics-port: cannot serve metrics on {host}:{port} "
-            f"({exc.strerror or exc}) — {remedy}"
+            f"({exc.strerror or exc}) — {remedy}",
+            setting=("metrics_port", "metrics_host"),
         ) from None
     collector = PipelineCollector(pipeline)
     registry.register(collector)

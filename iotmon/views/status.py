@@ -22,7 +22,7 @@ __all__ = ["read_status"]
 
 def read_status(state_dir: Path) -> Report:
     if not state_dir.exists():
-        raise CheckpointError(f"{state_dir} does not exist; pass the consumer's --state-dir")
+        raise CheckpointError(f"{state_dir} does not exist; pass the consumer's `state_dir`")
     docs = StateDir(state_dir).partitions()
     counters: list[tuple[int, int, Counter[str], int]] = []
     tables: list[dict[str, DeviceStats]] = []
