@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from iotmon.cli import app
-from iotmon.cli.common import opt, plain, setup_logging, user_errors
+from iotmon.cli.common import in_cli_terms, opt, plain, setup_logging, user_errors
 from iotmon.errors import ConfigError
 from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS
 from iotmon.notify import Language
@@ -175,7 +175,7 @@ async def _main(options: DemoOptions) -> None:
     if options.duration is None:
         _out("iotmon demo: press Ctrl-C to stop")
     result = await run_demo(options, stop=stop, on_email=on_email, echo=_out)
-    _out(format_summary(result))
+    _out(in_cli_terms(format_summary(result)))
 
 
 def _out(text: str) -> None:

@@ -608,7 +608,7 @@ def format_summary(result: DemoResult) -> str:
         first = result.first_email_after
         emails = f"{len(result.emails)}, the first {first:.1f} s after the start"
     else:
-        emails = "0 (a longer run gives the overheaters time to ramp up: try --duration 40)"
+        emails = "0 (a longer run gives the overheaters time to ramp up: try `duration` 40)"
     via = f"SMTP server {result.smtp_address}" if result.smtp_address else "outbox (.eml files)"
     lines = [
         _RULE,
