@@ -43,7 +43,7 @@ from iotmon.notify import (
 )
 from iotmon.stats import StatsTable, WindowSpec
 from tests.conftest import AUTH_WITHOUT_TLS
-from tests.helpers import PATIENCE_S
+from tests.helpers import DIGEST_HEADERS, PATIENCE_S
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -376,19 +376,6 @@ ENCODED_WORD_IDS = [
     ("\u202egnp.exe\r\nBcc: eve@evil.example", r"\u202egnp.exe\x0d\x0aBcc: eve@evil.example"),
     ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),
 ]
-HEADERS = sorted(
-    [
-        "Subject",
-        "From",
-        "To",
-        "Date",
-        "Message-ID",
-        "Auto-Submitted",
-        "X-Iotmon-Digest",
-        "MIME-Version",
-        "Content-Type",
-    ]
-)
 
 
 def assert_well_formed(raw: bytes, shown: str) -> None:
@@ -399,7 +386,7 @@ def assert_well_formed(raw: bytes, shown: str) -> None:
     assert all(len(line) <= 78 for line in head.split(b"\r\n"))
     parsed = message_from_bytes(raw, policy=default)
     assert isinstance(parsed, EmailMessage)
-    assert sorted(parsed.keys()) == HEADERS
+    assert sorted(parsed.keys()) == DIGEST_HEADERS
     assert parsed["To"] == "ops@plant.example"
     assert parsed["Subject"] == f"[iotmon] 1 device above 75.0 °C: {shown}"
     assert "\u202e" not in parsed["Subject"]
