@@ -103,13 +103,12 @@ def render_email(
         assert isinstance(html_part, EmailMessage)
         for cid, png in images:
             html_part.add_related(
-                png, maintype="image", subtype="png", cid=f"<{cid}>", filename=_png_name(cid)
+                png, maintype="image", subtype="png", cid=f"<{cid}>", disposition="inline"
             )
+        for part in html_part.iter_parts():
+            # Only the top level needs one; each image would repeat it.
+            del part["MIME-Version"]
     return message
-
-
-def _png_name(cid: str) -> str:
-    return cid.partition(".")[0] + ".png"
 
 
 # -- what the email shows, computed once for both parts -----------------------------------
@@ -142,20 +141,24 @@ class _Layout:
     @classmethod
     def of(cls, digest: Digest, words: _Words, *, timezone: str) -> _Layout:
         sections = []
-        n = 0
+        n = images = 0
         for section in _SECTIONS:
             reports = sorted(_reports(digest, section), key=_hottest_first)
             rows = []
             for report in reports:
                 trend = Trend.of(report.trend, pane_s=report.pane_s, threshold=report.threshold)
                 n += 1
+                cid = None
+                if trend is not None and images < _MAX_IMAGES:
+                    images += 1
+                    cid = f"t{n}.{digest.digest_id[:16]}@iotmon"
                 rows.append(
                     _Row(
                         report=report,
                         device=printable(report.device),
                         new=report.new and section in _CARRIED_OVER,
                         trend=trend,
-                        cid=f"trend{n}.{digest.digest_id}@iotmon" if trend else None,
+                        cid=cid,
                     )
                 )
             if rows:
@@ -169,6 +172,10 @@ class _Layout:
             mood=_mood(digest),
             sections=tuple(sections),
         )
+
+    def capped(self) -> bool:
+        """Some trends are not drawn in the HTML part (:data:`_MAX_IMAGES`)."""
+        return any(row.trend is not None and row.cid is None for row in self.rows())
 
     def rows(self) -> list[_Row]:
         return [row for _, rows in self.sections for row in rows]
@@ -369,6 +376,9 @@ _RISING: Final = "#c62828"
 _FALLING: Final = "#2e7d32"
 _MUTED: Final = "#5f6b7a"
 _ID_CHUNK: Final = 32
+_MAX_IMAGES: Final = 30
+"""Trend images per email, for the hottest devices: keeps a digest of 100 devices under
+100 KB. The plain-text part has every device's trend."""
 
 
 def _html(layout: _Layout) -> str:
@@ -397,6 +407,7 @@ def _html(layout: _Layout) -> str:
     ]
     for section, rows in layout.sections:
         parts += _html_section(layout, section, rows)
+    parts += _capped_note(layout)
     parts.append(
         f'<tr><td style="padding:18px 16px 14px;color:{_MUTED};font-size:12px">'
         + "<br>".join(_e(line) for line in words.signature if line.strip() != "--")
@@ -434,15 +445,14 @@ def _html_section(layout: _Layout, section: Section, rows: Sequence[_Row]) -> li
         )
         + "</tr>",
     ]
-    for row in rows:
+    for i, row in enumerate(rows):
         r = row.report
         # The badge first, where the eye scans down the column; a normal id never wraps.
         device = _breakable(row.device)
         if row.new:
             device = (
-                f'<span style="background:{colour};color:#ffffff;font-size:11px;'
-                f'font-weight:bold;padding:1px 5px;border-radius:3px">{_e(words.new_mark)}'
-                f"</span> {device}"
+                f'<b style="background:{colour};color:#fff;font-size:11px;padding:1px 5px">'
+                f"{_e(words.new_mark)}</b> {device}"
             )
         nowrap = " nowrap" if len(row.device) <= _ID_CHUNK else ""
         window, running = _number(r.window_mean), _number(r.running_mean)
@@ -451,19 +461,18 @@ def _html_section(layout: _Layout, section: Section, rows: Sequence[_Row]) -> li
         else:
             running = f"<b>{running}</b>"
         trend = "–"
-        if row.trend is not None and row.cid is not None:
-            width, height = row.trend.size()
+        if row.trend is not None:
             change = words.change(row.trend)
-            trend = (
-                f'<img src="cid:{row.cid}" width="{width}" height="{height}" alt="{_e(change)}"'
-                ' style="display:block">'
-            )
+            trend = ""
+            if row.cid is not None:
+                width, height = row.trend.size()
+                trend = f'<img src="cid:{row.cid}" width="{width}" height="{height}" alt=""><br>'
             if change:
                 tint = _change_colour(row.trend.change)
                 trend += f'<span style="font-size:12px;color:{tint}">{_e(change)}</span>'
         out.append(
-            '<tr style="border-top:1px solid #e3e6ea">'
-            f"<td{nowrap}>{device}</td>"
+            # Banded rows rather than a border per cell: shorter, and Outlook shows them.
+            ('<tr bgcolor="#f6f7f9">' if i % 2 else "<tr>") + f"<td{nowrap}>{device}</td>"
             f'<td align="right">{window}</td><td align="right">{running}</td>'
             f'<td align="right">{_number(r.max)}</td><td nowrap>{trend}</td>'
             f"<td nowrap>{_e(layout.time(r.since_us))}</td>"
@@ -471,6 +480,15 @@ def _html_section(layout: _Layout, section: Section, rows: Sequence[_Row]) -> li
         )
     out += ["</table>", "</td></tr>"]
     return out
+
+
+def _capped_note(layout: _Layout) -> list[str]:
+    if not layout.capped():
+        return []
+    return [
+        f'<tr><td style="padding:8px 16px 0;color:{_MUTED};font-size:12px">'
+        f"{_e(layout.words.capped(_MAX_IMAGES))}</td></tr>"
+    ]
 
 
 def _breakable(device: str) -> str:
@@ -536,6 +554,9 @@ class _Words:
         raise NotImplementedError
 
     def change(self, trend: Trend) -> str:
+        raise NotImplementedError
+
+    def capped(self, images: int) -> str:
         raise NotImplementedError
 
     def value(self, value: float | None) -> str:
@@ -650,8 +671,8 @@ class _English(_Words):
 
     def legend(self, window_s: float, point_s: float) -> str:
         return (
-            f"Trend: mean of every {_span(point_s)} over the last {_span(window_s)}, oldest"
-            " first; ▅▆▇█ = above the threshold."
+            f"Trend: mean of every {_span(point_s)} over the last {_span(window_s)};"
+            " ▅▆▇█ = above the threshold."
         )
 
     def html_legend(self, window_s: float, point_s: float) -> str:
@@ -686,6 +707,9 @@ class _English(_Words):
         if trend.change is None:
             return ""
         return f"{trend.change:+.1f} °C in {_span(trend.change_s)}"
+
+    def capped(self, images: int) -> str:
+        return f"Trend charts of the first {images} devices; the plain-text part has them all."
 
 
 class _Portuguese(_Words):
@@ -759,8 +783,8 @@ class _Portuguese(_Words):
 
     def legend(self, window_s: float, point_s: float) -> str:
         return (
-            f"Tendência: média a cada {_span(point_s)} nos últimos {_span(window_s)}, da mais"
-            " antiga à mais recente; ▅▆▇█ = acima do limite."
+            f"Tendência: média a cada {_span(point_s)} nos últimos {_span(window_s)};"
+            " ▅▆▇█ = acima do limite."
         )
 
     def html_legend(self, window_s: float, point_s: float) -> str:
@@ -796,6 +820,9 @@ class _Portuguese(_Words):
         if trend.change is None:
             return ""
         return f"{trend.change:+.1f} ºC em {_span(trend.change_s)}"
+
+    def capped(self, images: int) -> str:
+        return f"Gráficos de tendência dos {images} primeiros sensores; a parte em texto tem todos."
 
 
 def _sensores(count: int) -> str:

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Final
@@ -111,10 +112,7 @@ def sample(name: str) -> Digest:
             slot_us=NOW_US,
             recipients=(),
             metric="window",
-            firing=tuple(
-                DeviceReport(**{**_fields(r), "new": False, "since_us": r.since_us - 4 * 3600 * S})
-                for r in firing
-            ),
+            firing=tuple(replace(r, new=False, since_us=r.since_us - 4 * 3600 * S) for r in firing),
         )
     if name == "mixed":
         return Digest(
@@ -146,10 +144,6 @@ def sample(name: str) -> Digest:
             stale_after=90.0,
         )
     raise ValueError(f"unknown sample {name!r}; choose one of {', '.join(SAMPLES)}")
-
-
-def _fields(report: DeviceReport) -> dict[str, object]:
-    return {name: getattr(report, name) for name in report.__slots__}
 
 
 def preview_html(message: EmailMessage) -> str:
