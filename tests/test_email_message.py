@@ -128,8 +128,9 @@ def test_portuguese_reproduces_the_original_wording() -> None:
     )
     plain, html = parts(message)
     assert "Os seguintes sensores apresentam temperatura acima de 75ºC." in plain
-    assert "  sensor10  novo       87.3      86.8     90.3  15/03/2023 12:15:37         há 10 s" in (
-        plain
+    assert (
+        "  sensor10  novo       87.3      86.8     90.3  15/03/2023 12:15:37         há 10 s"
+        in plain
     )
     assert plain.rstrip().endswith("Atenciosamente,\n\nDepartamento de Dados.")
     assert "Os seguintes sensores apresentam temperatura acima de 75ºC." in html

@@ -1,4 +1,13 @@
-"""Render a :class:`~iotmon.notify.model.Digest` as an email: plain text plus an HTML table.
+"""Render a :class:`~iotmon.notify.model.Digest` as an email an operator reads at a glance.
+
+Both parts have one layout, in both languages: a headline saying what changed (coloured in
+HTML: firing, resolved, stale, reminder), one context line naming the time zone
+(``--timezone``) once, then a section per state with its devices hottest first, new ones
+badged, figures right-aligned with their units in the header, and each device's trend over
+the window (:mod:`iotmon.notify.trend`) with the change over it. The plain-text part tells
+the whole story alone, in aligned columns under 100 characters; the HTML part uses inline
+styles and tables only, its trend images inline PNGs (``multipart/related``), no SVG,
+scripts or remote images.
 
 Device ids come from the input stream and are untrusted. They never reach a header or the
 HTML raw: :func:`iotmon.display.printable` shows control and format characters (CR, LF,
@@ -6,11 +15,12 @@ NUL, bidi overrides …) as ``\\xNN``/``\\uNNNN`` escapes and cuts long ids, the
 every value escaped, and the Subject is encoded here, whole, as RFC 2047 encoded-words
 (see :class:`_Subject`): the email package never parses it, so an id that looks like an
 encoded-word (``=?utf-8?q?x=0D=0ABcc:...?=``) stays literal text instead of being decoded
-into a line break. The body is quoted-printable.
+into a line break. The HTML is quoted-printable, the text base64 (its sparklines are
+multi-byte characters).
 
-``pt-BR`` keeps the wording of the system iotmon replaces (subject ``Atenção! N sensores
-com possíveis problemas.``, lines ``sensor50 - Temperatura Média: 80.04ºC``, the data
-department's sign-off), so the people who read those emails recognise them.
+``pt-BR`` keeps the original system's subject (``Atenção! N sensores com possíveis
+problemas.``), opening line and sign-off, so the people who read those emails recognise
+them; the body has the same layout as the English one.
 """
 
 from __future__ import annotations
