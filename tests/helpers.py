@@ -243,3 +243,19 @@ def stop(proc: subprocess.Popen[bytes], *, timeout: float = 30) -> tuple[bytes, 
         ) from None
     assert proc.returncode == 0, err.decode()[-3000:]
     return out, err
+
+
+DIGEST_HEADERS = sorted(
+    [
+        "Subject",
+        "From",
+        "To",
+        "Date",
+        "Message-ID",
+        "Auto-Submitted",
+        "X-Iotmon-Digest",
+        "MIME-Version",
+        "Content-Type",
+    ]
+)
+"""Every header a digest email has, and no other (sorted)."""

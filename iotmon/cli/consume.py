@@ -230,6 +230,12 @@ def consume(
     lang: str = opt(
         _EMAIL.lang, "--lang", help="Email language: en or pt-BR.", rich_help_panel=EMAIL
     ),
+    timezone: str = opt(
+        _EMAIL.timezone,
+        "--timezone",
+        help="Time zone of the times in emails (IANA name, e.g. America/Sao_Paulo).",
+        rich_help_panel=EMAIL,
+    ),
     smtp_host: str | None = opt(
         None,
         "--smtp-host",
@@ -350,6 +356,7 @@ def consume(
             repeat_interval=repeat_interval,
             alerts_log=alerts_log,
             lang=lang,
+            timezone=timezone,
             smtp_host=smtp_host,
             smtp_port=smtp_port,
             smtp_security=smtp_security,

@@ -28,6 +28,7 @@ from iotmon.notify.message import message_id_for, render_email
 from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notification, Notifier
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
+    DEFAULT_TIMEZONE,
     PASSWORD_ENV,
     DeliverySettings,
     EmailSettings,
@@ -39,6 +40,7 @@ from iotmon.notify.settings import (
 from iotmon.notify.smtp import SmtpNotifier
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
     "DeliveryError",
     "DeliverySettings",
