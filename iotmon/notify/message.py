@@ -261,7 +261,7 @@ def _number(value: float | None) -> str:
 
 
 def _degrees(value: float) -> str:
-    # 75.0 -> "75", 75.5 -> "75.5": thresholds are written as people set them.
+    # 80.0 -> "80", 80.5 -> "80.5": thresholds are written as people set them.
     return f"{value:g}"
 
 

@@ -24,6 +24,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Final
 
+from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.notify.message import render_email
 from iotmon.notify.model import DeviceReport, Digest
 from iotmon.notify.settings import EmailSettings, Language
@@ -34,7 +35,7 @@ S: Final = 1_000_000
 NOW_US: Final = 1_678_882_600 * S  # 2023-03-15 12:16:40 UTC
 PANE_S: Final = 10.0
 PANES: Final = 30
-THRESHOLD: Final = 75.0
+THRESHOLD: Final = DEFAULT_THRESHOLD
 SAMPLES: Final = ("one-new", "mixed", "reminder")
 _BROWSERS: Final = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
