@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from iotmon.errors import ConfigError
 
 _US_PER_S = 1_000_000
+# The defaults, in seconds; the fields below hold them in µs.
+_WINDOW_S = 300
+_PANE_S = 10
+_LATENESS_S = 30
 
 
 def _seconds_to_us(name: str, seconds: float) -> int:
@@ -21,9 +25,9 @@ def _seconds_to_us(name: str, seconds: float) -> int:
 class WindowSpec:
     """Window length, pane granularity and allowed lateness, all in integer microseconds."""
 
-    window_us: int = 300 * _US_PER_S
-    pane_us: int = 10 * _US_PER_S
-    lateness_us: int = 30 * _US_PER_S
+    window_us: int = _WINDOW_S * _US_PER_S
+    pane_us: int = _PANE_S * _US_PER_S
+    lateness_us: int = _LATENESS_S * _US_PER_S
     # A stored field rather than a computed property: DeviceStats.add reads it on the hot path.
     panes: int = field(init=False, repr=False, compare=False)
 
@@ -49,7 +53,7 @@ class WindowSpec:
 
     @classmethod
     def from_seconds(
-        cls, *, window: float = 300.0, pane: float = 10.0, lateness: float = 30.0
+        cls, *, window: float = _WINDOW_S, pane: float = _PANE_S, lateness: float = _LATENESS_S
     ) -> WindowSpec:
         """Build a spec from seconds (rounded to the nearest microsecond)."""
         return cls(
