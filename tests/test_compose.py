@@ -354,7 +354,7 @@ async def test_consumer_service_starts_serves_mails_and_stops_as_configured(
         (mail, *_) = await smtp_server.wait_for(1, timeout=120)
         assert mail.mail_from == env["IOTMON_MAIL_FROM"]
         assert set(mail.rcpt_tos) == set(env["IOTMON_MAIL_TO"].split())
-        assert f"above {float(env['IOTMON_THRESHOLD'])}" in str(mail.message["Subject"])
+        assert f"above {float(env['IOTMON_THRESHOLD']):g} °C" in str(mail.message["Subject"])
 
         # The server has the mail a moment before the client counts it as sent.
         samples = await asyncio.to_thread(
