@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 from iotmon.alerts import AlertSettings
 from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
@@ -15,7 +15,10 @@ from iotmon.parse import ParseSettings
 from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES
 from iotmon.stats import WindowSpec
 
-__all__ = ["GUARANTEES", "Guarantee", "Settings", "SourceSettings"]
+__all__ = ["DEFAULT_METRICS_HOST", "GUARANTEES", "Guarantee", "Settings", "SourceSettings"]
+
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+"""Loopback: metrics reach another machine only when the operator says so."""
 
 Guarantee: TypeAlias = Literal["at-least-once", "exactly-once"]
 """How Kafka input is acknowledged. Both give exact statistics, because every partition's

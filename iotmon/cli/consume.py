@@ -15,7 +15,7 @@ from iotmon.cli import app
 from iotmon.cli.common import CONFIG_OPTION, config_of, fail, opt, setup_logging, user_errors
 from iotmon.config import build_settings
 from iotmon.notify import SmtpSettings
-from iotmon.settings import Settings
+from iotmon.settings import DEFAULT_METRICS_HOST, Settings
 from iotmon.sources.base import OVERSIZED_PREFIX_BYTES
 
 SOURCE = "Source"
@@ -310,7 +310,7 @@ def consume(
         rich_help_panel=OUTPUT,
     ),
     metrics_host: str = opt(
-        "127.0.0.1",
+        DEFAULT_METRICS_HOST,
         "--metrics-host",
         help="Address for --metrics-port.",
         rich_help_panel=OUTPUT,

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from iotmon.errors import ConfigError
 from iotmon.notify import DeliveryStats
+from iotmon.settings import DEFAULT_METRICS_HOST
 
 if TYPE_CHECKING:
     from iotmon.engine.pipeline import Pipeline
@@ -129,7 +130,7 @@ class PipelineCollector(Collector):
 def serve_metrics(
     pipeline: Pipeline,
     *,
-    host: str = "127.0.0.1",
+    host: str = DEFAULT_METRICS_HOST,
     port: int,
     registry: CollectorRegistry = REGISTRY,
 ) -> Callable[[], None]:
