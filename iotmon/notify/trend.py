@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from PIL import Image, ImageDraw
-
 __all__ = ["BLOCKS", "MAX_POINTS", "MIN_SPAN", "Trend"]
 
 BLOCKS: Final = "▁▂▃▄▅▆▇█"
@@ -106,6 +104,9 @@ class Trend:
 
     def png(self) -> bytes:
         """The sparkline as a PNG of :meth:`size` CSS pixels, at twice the resolution."""
+        # Imported here: only a digest with trends pays for Pillow, not every start-up.
+        from PIL import Image, ImageDraw
+
         width, height = self.size()
         s = _SCALE
         image = Image.new("P", (width * s, height * s), _CLEAR)
