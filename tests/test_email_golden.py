@@ -215,6 +215,33 @@ def test_a_hundred_devices_stay_under_100_kb_and_the_text_tells_it_all() -> None
     assert all(len(line) < 100 for line in plain.splitlines())
 
 
+def test_a_plant_wide_event_lists_the_hottest_and_counts_the_rest() -> None:
+    """50,000 devices firing at once (a cooling failure) made one 24 MB email, which mail
+    servers refuse; it lists the 100 hottest, and says how many more there are."""
+    firing = tuple(
+        trend_report(f"Equipament-{n:05d}", [76.0 + n / 1000] * 30) for n in range(50_000)
+    )
+    resolved = (trend_report("Equipament-cool", [70.0] * 30),)
+    digest = Digest(
+        digest_id="c" * 32,
+        kind="change",
+        slot_us=1_678_882_600_000_000,
+        recipients=(),
+        metric="window",
+        firing=firing,
+        resolved=resolved,
+    )
+    message = received(render_email(digest, settings=EN, now=NOW))
+    assert len(message.as_bytes()) < 150_000
+    plain, html = text_of(message, "plain"), text_of(message, "html")
+    assert "Firing (50000)" in plain and "Resolved (1)" in plain
+    assert "… and 49,900 more, cooler than those above" in plain
+    assert "… and 1 more, cooler than those above" in plain
+    assert "Equipament-49999" in plain and "Equipament-49900" in plain
+    assert "Equipament-49899" not in plain and "Equipament-cool" not in plain
+    assert "… and 49,900 more" in html
+
+
 def test_without_trends_the_email_has_no_images() -> None:
     bare = dataclasses.replace(trend_report("d", [80.0]), trend=(), pane_s=0.0)
     digest = Digest(

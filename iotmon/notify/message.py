@@ -147,15 +147,21 @@ class _Layout:
     """The time the figures are as of: the digest's slot, or a later last reading."""
     mood: Mood
     sections: tuple[tuple[Section, tuple[_Row, ...]], ...]
+    unlisted: dict[Section, int]
+    """Devices of a section left out of the tables (:data:`MAX_LISTED`): the coolest."""
 
     @classmethod
     def of(cls, digest: Digest, words: _Words, *, timezone: str) -> _Layout:
         sections = []
+        unlisted: dict[Section, int] = {}
         n = images = 0
         for section in _SECTIONS:
             reports = sorted(_reports(digest, section), key=_hottest_first)
+            listed = reports[: max(0, MAX_LISTED - n)]
+            if len(listed) < len(reports):
+                unlisted[section] = len(reports) - len(listed)
             rows = []
-            for report in reports:
+            for report in listed:
                 trend = Trend.of(report.trend, pane_s=report.pane_s, threshold=report.threshold)
                 n += 1
                 cid = None
@@ -171,7 +177,7 @@ class _Layout:
                         cid=cid,
                     )
                 )
-            if rows:
+            if reports:
                 sections.append((section, tuple(rows)))
         seen = [r.last_seen_us for r in _all_reports(digest) if r.last_seen_us is not None]
         return cls(
@@ -181,7 +187,11 @@ class _Layout:
             as_of_us=max([digest.slot_us, *seen]),
             mood=_mood(digest),
             sections=tuple(sections),
+            unlisted=unlisted,
         )
+
+    def count(self, section: Section, rows: Sequence[_Row]) -> int:
+        return len(rows) + self.unlisted.get(section, 0)
 
     def capped(self) -> bool:
         """Some trends are not drawn in the HTML part (:data:`_MAX_IMAGES`)."""
@@ -313,8 +323,11 @@ def _plain(layout: _Layout) -> str:
         lines.append(words.legend(window_s, point_s))
     lines.append("")
     for section, rows in layout.sections:
-        lines.append(f"{words.title(section, digest)} ({len(rows)})")
-        lines += _plain_table(layout, section, rows)
+        lines.append(f"{words.title(section, digest)} ({layout.count(section, rows)})")
+        if rows:
+            lines += _plain_table(layout, section, rows)
+        if unlisted := layout.unlisted.get(section):
+            lines.append(f"  {words.unlisted(unlisted)}")
         lines.append("")
     lines += list(words.signature)
     return "\n".join(lines) + "\n"
@@ -386,6 +399,10 @@ _RISING: Final = "#c62828"
 _FALLING: Final = "#2e7d32"
 _MUTED: Final = "#5f6b7a"
 _ID_CHUNK: Final = 32
+MAX_LISTED: Final = 100
+"""Devices listed per email, hottest first; the rest are counted. A plant-wide event (a
+cooling failure: thousands of devices at once) still makes an email a mail server takes
+and a person reads; ``iotmon status`` lists every device."""
 _MAX_IMAGES: Final = 30
 """Trend images per email, for the hottest devices: keeps a digest of 100 devices under
 100 KB. The plain-text part has every device's trend."""
@@ -443,7 +460,7 @@ def _html_section(layout: _Layout, section: Section, rows: Sequence[_Row]) -> li
     ]
     out = [
         f'<tr><td style="padding:16px 16px 4px;font-size:15px;font-weight:bold;color:{colour}">'
-        f"{_e(words.title(section, layout.digest))} ({len(rows)})</td></tr>",
+        f"{_e(words.title(section, layout.digest))} ({layout.count(section, rows)})</td></tr>",
         '<tr><td style="padding:0 10px">',
         '<table width="100%" cellpadding="6" cellspacing="0"'
         ' style="border-collapse:collapse;font-variant-numeric:tabular-nums">',
@@ -487,6 +504,11 @@ def _html_section(layout: _Layout, section: Section, rows: Sequence[_Row]) -> li
             f'<td align="right">{_number(r.max)}</td><td nowrap>{trend}</td>'
             f"<td nowrap>{_e(layout.time(r.since_us))}</td>"
             f'<td align="right" nowrap>{_e(layout.ago(r.last_seen_us))}</td></tr>'
+        )
+    if unlisted := layout.unlisted.get(section):
+        out.append(
+            f'<tr><td colspan="{len(heads)}" style="color:{_MUTED};font-size:12px">'
+            f"{_e(words.unlisted(unlisted))}</td></tr>"
         )
     out += ["</table>", "</td></tr>"]
     return out
@@ -567,6 +589,9 @@ class _Words:
         raise NotImplementedError
 
     def capped(self, images: int) -> str:
+        raise NotImplementedError
+
+    def unlisted(self, count: int) -> str:
         raise NotImplementedError
 
     def value(self, value: float | None) -> str:
@@ -721,6 +746,9 @@ class _English(_Words):
     def capped(self, images: int) -> str:
         return f"Trend charts of the first {images} devices; the plain-text part has them all."
 
+    def unlisted(self, count: int) -> str:
+        return f"… and {count:,} more, cooler than those above (`iotmon status` lists them all)"
+
 
 class _Portuguese(_Words):
     # The original's wording where it had one: the subject, the opening line, the sign-off.
@@ -833,6 +861,10 @@ class _Portuguese(_Words):
 
     def capped(self, images: int) -> str:
         return f"Gráficos de tendência dos {images} primeiros sensores; a parte em texto tem todos."
+
+    def unlisted(self, count: int) -> str:
+        more = f"{count:,}".replace(",", ".")
+        return f"… e mais {more}, menos quentes que os acima (`iotmon status` lista todos)"
 
 
 def _sensores(count: int) -> str:
