@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
-from iotmon.notify.model import Metric
-from iotmon.notify.settings import check_address
+from iotmon.addresses import check_address
+from iotmon.alerts.model import Metric
 
 __all__ = ["AlertSettings", "Rule", "RuleBook", "RuleOverride"]
 

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from iotmon.engine.ports import Checkpoint
 from iotmon.kafka.admin import (
     MAX_REQUEST_BYTES,
     KafkaUnavailableError,
@@ -49,7 +50,7 @@ from iotmon.kafka.admin import (
     unreachable_message,
 )
 from iotmon.kafka.source import partition_name
-from iotmon.state.encoding import Fragments, rechunk, sha256_of, size_of
+from iotmon.state.encoding import rechunk, sha256_of, size_of
 
 __all__ = [
     "CHUNK_BYTES",
@@ -132,16 +133,6 @@ class ChangelogRef:
             return cls(int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]), parts[5])
         except ValueError:
             return None
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """One partition's checkpoint to write."""
-
-    partition: str
-    checkpoint: str
-    position: dict[str, Any] | None
-    payload: bytes | Fragments
 
 
 @dataclass(frozen=True, slots=True)

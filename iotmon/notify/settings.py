@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, TypeAlias
 
+from iotmon.addresses import check_address
+
 __all__ = [
     "PASSWORD_ENV",
     "DeliverySettings",
@@ -127,12 +129,6 @@ class EmailSettings:
         check_address("mail-from", self.mail_from)
         for address in self.mail_to:
             check_address("mail-to", address)
-
-
-def check_address(option: str, address: str) -> None:
-    """Reject what could smuggle extra headers or SMTP commands in through an address."""
-    if not address or any(ch in address for ch in "\r\n\0") or "@" not in address:
-        raise ValueError(f"{option}: {address!r} is not an email address")
 
 
 def read_smtp_password(
