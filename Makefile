@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA_PORT ?= 9092
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench bench-full kafka-up kafka-down kafka-jars clean docs
+.PHONY: install test lint typecheck pytest demo bench bench-full kafka-up kafka-down kafka-jars clean docs email-preview
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,5 +50,15 @@ kafka-down:
 clean:
 	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
 
+# docs/reference.md from the CLI; docs/email.png too where Chromium is installed.
 docs: $(STAMP)
 	$(BIN)/python -m iotmon.cli.reference
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory email-preview; \
+	else \
+		echo "docs/email.png not updated: no Chromium (Debian: apt-get update && apt-get install -y chromium; then make email-preview)"; \
+	fi
+
+# The HTML part of a sample alert email, as a browser shows it (needs Chromium).
+email-preview: $(STAMP)
+	$(BIN)/python -m iotmon.notify.preview docs/email.png --width 900 --height 720

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from bench.baseline import Baseline, ensure_baseline
 from bench.broker import Broker
 from bench.environment import REPO, PeerEnv, ensure_peer_env, machine_info, versions
 from bench.plan import SCENARIOS, Plan
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="readings in the Kafka topics (default 1,000,000; the file path reads twice as "
         "many lines) — smaller for a quick check of the bench itself",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also run iotmon as of git revision REV (built once into "
+        f"{CACHE}/baseline-<sha>) beside the current tree, and report current ÷ baseline "
+        "(repeatable)",
     )
     parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     parser.add_argument("--no-spark", action="store_true", help="leave PySpark out")
@@ -132,11 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         peers = PeerEnv()
+    try:
+        baselines = _baselines(args.baseline, log)
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        lock.close()
+        return 2
     # A folder of its own, so nothing else's cleanup can pull files from under this run.
     work = CACHE / f"work-{started:%Y%m%dT%H%M%S}-{os.getpid()}"
     work.mkdir(parents=True)
     broker = Broker(args.bootstrap_servers, log)
-    bench = Bench(plan, broker, peers, work, log)
+    bench = Bench(plan, broker, peers, work, log, baselines)
     failed: str | None = None
     try:
         broker.start()
@@ -159,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.results_dir, plan, bench, peers, broker, started, t0, failed, log)
             lock.close()
     return 1 if failed else 0
+
+
+def _baselines(revs: list[str], log: Any) -> tuple[Baseline, ...]:
+    """Each --baseline built (or found in the cache), once per commit."""
+    found: dict[str, Baseline] = {}
+    for rev in revs:
+        baseline = ensure_baseline(rev, CACHE, log)
+        found.setdefault(baseline.sha, baseline)
+    return tuple(found.values())
 
 
 def lock_or_none() -> IO[str] | None:

@@ -94,6 +94,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         add("")
 
     targets: list[tuple[str, str, str]] = []
+    _baseline(doc, add)
     _throughput(doc, meta, add, targets)
     _file(doc, add, targets)
     _latency(doc, meta, add)
@@ -118,6 +119,53 @@ def render_markdown(doc: dict[str, Any]) -> str:
             add(f"- {line}")
         add("")
     return "\n".join(out)
+
+
+_VERDICTS = {
+    ("worse", True): "**lower beyond noise**",
+    ("worse", False): "**slower beyond noise**",
+    ("better", True): "higher beyond noise",
+    ("better", False): "faster beyond noise",
+}
+
+
+def _baseline(doc: dict[str, Any], add: Any) -> None:
+    base = doc.get("baseline")
+    if not base:
+        return
+    add("## Against the baseline (iotmon at an older commit, same machine, same rounds)")
+    add("")
+    for system in base["systems"]:
+        add(f"- `{system['label']}` = `{system['rev']}` → {system['sha']} ({system['subject']})")
+    add("")
+    add(
+        "Ratios are this tree ÷ baseline, per round, then the median [min–max]. Noise is "
+        "the baseline's (max − min) ÷ median over the rounds; a median ratio further from 1 "
+        "than that is flagged. One round gives no noise estimate, hence no verdict."
+    )
+    add("")
+    add("| scenario | measure | this tree | baseline | this ÷ baseline | noise | verdict |")
+    add("|---|---|---|---|---|---|---|")
+    flagged: list[str] = []
+    for c in base["comparisons"]:
+        rate = c["higher_is_better"]
+        fmt = _count if rate else _seconds
+        verdict = _VERDICTS.get((c["verdict"], rate), c["verdict"])
+        if c["verdict"] == "worse":
+            flagged.append(f"{c['scenario']} {c['measure']} vs {c['against']}")
+        noise = _NA if c.get("noise") is None else f"±{c['noise'] * 100:.0f} %"
+        add(
+            f"| {c['scenario']} | {c['measure']} | {_with_range(c['current'], fmt)} | "
+            f"{c['against']}: {_with_range(c['baseline'], fmt)} | "
+            f"{_with_range(c['ratio'], lambda x: f'{x:.3f}×')} | {noise} | {verdict} |"
+        )
+    add("")
+    add(
+        f"**Worse beyond noise: {'; '.join(flagged)}.**"
+        if flagged
+        else "Nothing worse than the baseline beyond noise."
+    )
+    add("")
 
 
 def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: list[Any]) -> None:

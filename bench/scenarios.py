@@ -3,7 +3,9 @@
 Runs of different systems are interleaved (iotmon, bare loop, Quix, Spark, then again), so
 a slow minute on this shared machine hits every system alike; summaries are medians with
 the min–max range, and ratios are taken per repetition (iotmon's run against the peer's run
-of the same round) before the median.
+of the same round) before the median. Baselines (``--baseline REV``: iotmon at an older
+commit) run as one more system in the throughput, file, start-up and latency scenarios,
+beside the current tree's iotmon, and end up in ``results["baseline"]``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from typing import Any
 
 import orjson
 
+from bench.baseline import Baseline, common_args, consume_flags
 from bench.broker import Broker
 from bench.environment import REPO, PeerEnv, spark_env
 from bench.plan import Plan
 from bench.procs import RunResult, run
 from bench.smtp_sink import SmtpSink
-from bench.stats import Summary, percentile, summarize
+from bench.stats import Summary, against_baseline, percentile, summarize
 from iotmon.tools.simulate import format_line
 
 __all__ = ["Bench"]
@@ -47,8 +50,21 @@ def _summary(samples: list[float | None]) -> dict[str, Any] | None:
 
 
 class Bench:
-    def __init__(self, plan: Plan, broker: Broker, peers: PeerEnv, work: Path, log: Log) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        broker: Broker,
+        peers: PeerEnv,
+        work: Path,
+        log: Log,
+        baselines: tuple[Baseline, ...] = (),
+    ) -> None:
         self.plan = plan
+        self.baselines = baselines
+        # Flags every baseline understands; the current tree's runs get the same arguments,
+        # so that the two differ in code only.
+        self._flags = [consume_flags(b.iotmon) for b in baselines]
+        self._dropped: set[str] = set()
         self.broker = broker
         self.peers = peers
         self.work = work
@@ -69,6 +85,14 @@ class Bench:
         # Filled by `data`; other scenarios create what they need if `data` was not run.
         self.topics_1m: list[str] = []
         self.file_2m: Path | None = None
+        if baselines:
+            self.results["baseline"] = {
+                "systems": [
+                    {"label": b.label, "rev": b.rev, "sha": b.sha, "subject": b.subject}
+                    for b in baselines
+                ],
+                "comparisons": [],
+            }
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -84,24 +108,71 @@ class Bench:
     def _has(self, system: str) -> bool:
         return system not in self.unavailable
 
+    def _common(self, args: list[str]) -> list[str]:
+        """``iotmon consume`` arguments without the flags a baseline does not know."""
+        for flags in self._flags:
+            args, dropped = common_args(args, flags)
+            for flag in set(dropped) - self._dropped:
+                self._dropped.add(flag)
+                self.notes.append(
+                    f"{flag} left out of every iotmon run: a baseline does not know it"
+                )
+        return args
+
+    def _iotmons(self, rep: int) -> list[tuple[str, str]]:
+        """(name, python) of the current tree's iotmon and each baseline, in round ``rep``'s
+        order: the current tree first in even rounds, last in odd ones, so that neither
+        always runs right after the same peer."""
+        systems = [("iotmon", sys.executable), *((b.label, b.python) for b in self.baselines)]
+        return systems if rep % 2 == 0 else systems[::-1]
+
+    def _compare(
+        self,
+        scenario: str,
+        measure: str,
+        runs: dict[str, list[RunResult]],
+        value: Callable[[RunResult], float | None],
+        *,
+        higher_is_better: bool,
+    ) -> None:
+        """The current tree's ``measure`` against each baseline's, round by round."""
+        for b in self.baselines:
+            mine, theirs = runs.get("iotmon", []), runs.get(b.label, [])
+            self.results["baseline"]["comparisons"].append(
+                {
+                    "scenario": scenario,
+                    "measure": measure,
+                    "against": b.label,
+                    **against_baseline(
+                        [value(r) if r.ok else None for r in mine],
+                        [value(r) if r.ok else None for r in theirs],
+                        higher_is_better=higher_is_better,
+                    ),
+                }
+            )
+
     def _disable(self, system: str, result: RunResult) -> None:
         """A peer that fails is reported as unavailable rather than failing the bench."""
         reason = f"unavailable: {result.failure()} (log {result.log}; kept with --keep-work)"
         self.log(f"  {system} failed, dropping it from the rest of the run: {reason}")
         self.unavailable[system] = reason
 
-    def _iotmon(self, label: str, args: list[str], *, timeout: float = 600) -> RunResult:
+    def _iotmon(
+        self, label: str, args: list[str], *, timeout: float = 600, python: str = sys.executable
+    ) -> RunResult:
         d = self._dir(label)
         return self._run_peer(
-            [sys.executable, str(PEERS / "iotmon_run.py"), str(d / "marks.json"), *args],
+            [python, str(PEERS / "iotmon_run.py"), str(d / "marks.json"), *args],
             d,
             label=label,
             timeout=timeout,
             stdout=d / "stdout.json",
         )
 
-    def _iotmon_kafka(self, label: str, topic: str, *, json_out: bool = True) -> RunResult:
-        return self._iotmon_consume(label, self._kafka_args(topic), json_out)
+    def _iotmon_kafka(
+        self, label: str, topic: str, *, json_out: bool = True, python: str = sys.executable
+    ) -> RunResult:
+        return self._iotmon_consume(label, self._kafka_args(topic), json_out, python)
 
     def _kafka_args(self, topic: str) -> list[str]:
         """Where a consumer reads ``topic``, in a consumer group of its own."""
@@ -114,14 +185,17 @@ class Bench:
             self._group(),
         ]
 
-    def _iotmon_file(self, label: str, path: Path, *, json_out: bool = True) -> RunResult:
-        return self._iotmon_consume(label, ["--input", str(path)], json_out)
+    def _iotmon_file(
+        self, label: str, path: Path, *, json_out: bool = True, python: str = sys.executable
+    ) -> RunResult:
+        return self._iotmon_consume(label, ["--input", str(path)], json_out, python)
 
-    def _iotmon_consume(self, label: str, source: list[str], json_out: bool) -> RunResult:
+    def _iotmon_consume(
+        self, label: str, source: list[str], json_out: bool, python: str = sys.executable
+    ) -> RunResult:
         """``iotmon consume --once`` from ``source`` with a throw-away state dir."""
         d = self.work / "state" / uuid.uuid4().hex[:8]
         args = [
-            "consume",
             "--once",
             "--no-live",
             *source,
@@ -135,7 +209,7 @@ class Bench:
         if json_out:
             args.append("--json")
         try:
-            return self._iotmon(label, args)
+            return self._iotmon(label, ["consume", *self._common(args)], python=python)
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -388,13 +462,15 @@ class Bench:
             "quix_sliding": [],
             "quix_running": [],
             "spark": [],
+            **{b.label: [] for b in self.baselines},
         }
         for rep in range(plan.reps):
             topic = self.topics_1m[rep % len(self.topics_1m)]
             self.log(f" round {rep + 1}/{plan.reps} ({topic})")
-            result = self._iotmon_kafka("iotmon-kafka", topic)
-            self._validate_iotmon(result, plan.readings)
-            runs["iotmon"].append(result)
+            for name, python in self._iotmons(rep):
+                result = self._iotmon_kafka(f"{name}-kafka", topic, python=python)
+                self._validate_iotmon(result, plan.readings)
+                runs[name].append(result)
             runs["bare"].append(self._bare_kafka(topic, plan.readings))
             runs["bare_parse"].append(self._bare_kafka(topic, plan.readings, parse=True))
             if self._has("quix"):
@@ -434,6 +510,9 @@ class Bench:
                 entry["batches"] = [r.marks.get("batches") for r in good]
                 entry["groups"] = [r.marks.get("groups") for r in good]
             systems[name] = entry
+        self._compare(
+            "throughput", "readings/s", runs, RunResult.steady_rate, higher_is_better=True
+        )
         self.results["throughput"] = {
             "readings": plan.readings,
             "devices": plan.devices,
@@ -489,23 +568,27 @@ class Bench:
         self._need_data()
         assert self.file_2m is not None
         self.log(f"file path: {plan.file_lines:,} lines, x{plan.reps} interleaved")
-        iotmon: list[RunResult] = []
+        runs: dict[str, list[RunResult]] = {"iotmon": [], **{b.label: [] for b in self.baselines}}
+        iotmon = runs["iotmon"]
         bare: list[RunResult] = []
         validated: list[RunResult] = []
         for rep in range(plan.reps):
             self.log(f" round {rep + 1}/{plan.reps}")
-            result = self._iotmon_file("iotmon-file", self.file_2m)
-            self._validate_iotmon(result, plan.file_lines)
-            iotmon.append(result)
+            for name, python in self._iotmons(rep):
+                result = self._iotmon_file(f"{name}-file", self.file_2m, python=python)
+                self._validate_iotmon(result, plan.file_lines)
+                runs[name].append(result)
             bare.append(self._bare_file(self.file_2m))
             validated.append(self._bare_file(self.file_2m, validate=True))
 
         def system(name: str, results: list[RunResult]) -> dict[str, Any]:
             return self._run_summary(name, results, rate=RunResult.steady_rate)
 
+        self._compare("file", "lines/s", runs, RunResult.steady_rate, higher_is_better=True)
         self.results["file"] = {
             "lines": plan.file_lines,
             "iotmon": system("iotmon", iotmon),
+            **{b.label: system(b.label, runs[b.label]) for b in self.baselines},
             "bare": system("bare", bare),
             "bare_validated": system("bare_validated", validated),
             "iotmon_over_bare": _summary(_paired_ratios(iotmon, bare)),
@@ -522,10 +605,20 @@ class Bench:
         plan = self.plan
         tiny_topic = self._topic_from("tiny", devices=1, count=30, period=10.0)
         self.log(f"start-up: process start → first reading processed, x{plan.reps} interleaved")
-        runs: dict[str, list[RunResult]] = {"iotmon": [], "quix": [], "spark": []}
+        runs: dict[str, list[RunResult]] = {
+            "iotmon": [],
+            **{b.label: [] for b in self.baselines},
+            "quix": [],
+            "spark": [],
+        }
+        # Untimed: the broker's first consumer group creates __consumer_offsets (50
+        # partitions), which would otherwise be charged to whichever system starts first.
+        for name, python in self._iotmons(0):
+            self._iotmon_kafka(f"{name}-warm-up", tiny_topic, python=python)
         for rep in range(plan.reps):
             self.log(f" round {rep + 1}/{plan.reps}")
-            runs["iotmon"].append(self._iotmon_kafka("iotmon-startup", tiny_topic))
+            for name, python in self._iotmons(rep):
+                runs[name].append(self._iotmon_kafka(f"{name}-startup", tiny_topic, python=python))
             if self._has("quix"):
                 result = self._quix("quix-startup", tiny_topic, 30, "sliding")
                 runs["quix"].append(result)
@@ -536,6 +629,9 @@ class Bench:
                 runs["spark"].append(result)
                 if not result.ok:
                     self._disable("spark", result)
+        self._compare(
+            "startup", "start → first reading", runs, RunResult.startup, higher_is_better=False
+        )
         self.results["startup"] = {
             name: self._run_summary(name, results) for name, results in runs.items() if results
         }
@@ -614,7 +710,35 @@ class Bench:
             f"alert latency: {plan.alerts} alerts, one every {plan.alert_interval * 1000:.0f}"
             f" ms, over {plan.background_rate:,} readings/s of normal traffic"
         )
-        out["iotmon"] = asyncio.run(self._latency("iotmon"))
+        if not self.baselines:
+            out["iotmon"] = asyncio.run(self._latency("iotmon"))
+        else:
+            # Against a baseline: interleaved rounds like the other scenarios, so that the
+            # comparison has a spread to judge it by; the table shows the first round's.
+            rounds: dict[str, list[dict[str, Any]]] = {}
+            for rep in range(plan.reps):
+                self.log(f" round {rep + 1}/{plan.reps}")
+                for name, _python in self._iotmons(rep):
+                    iotmon = next((b.iotmon for b in self.baselines if b.label == name), IOTMON)
+                    rounds.setdefault(name, []).append(
+                        asyncio.run(self._latency(name, iotmon=iotmon))
+                    )
+            out.update({name: found[0] for name, found in rounds.items()})
+            out["rounds"] = rounds
+            for b in self.baselines:
+                for measure in ("p50_s", "p99_s"):
+                    self.results["baseline"]["comparisons"].append(
+                        {
+                            "scenario": "latency",
+                            "measure": measure.removesuffix("_s"),
+                            "against": b.label,
+                            **against_baseline(
+                                [r.get(measure) for r in rounds["iotmon"]],
+                                [r.get(measure) for r in rounds[b.label]],
+                                higher_is_better=False,
+                            ),
+                        }
+                    )
         # With a changelog (the default where iotmon has one) notifications wait for the
         # checkpoint that records them as announced; without it they go out at once.
         if plan.latency_variants:
@@ -627,19 +751,22 @@ class Bench:
         self.results["latency"] = out
 
     async def _latency(
-        self, system: str, extra: tuple[str, ...] | list[str] = ()
+        self, system: str, extra: tuple[str, ...] | list[str] = (), iotmon: str = IOTMON
     ) -> dict[str, Any]:
+        """Alert latency of ``system``: "spark", or an iotmon whose command is ``iotmon``."""
         from aiokafka import AIOKafkaProducer
 
         plan = self.plan
         label = f"latency-{system}{''.join(extra).replace('--', '-')}"
-        topic = await self.broker.create_topic(f"bench-{self.run_id}-{label}", plan.partitions)
+        # A topic per run: a repeated run must not read the previous run's alerts.
+        topic = await self.broker.create_topic(
+            f"bench-{self.run_id}-{label.replace('@', '-')}-{uuid.uuid4().hex[:6]}",
+            plan.partitions,
+        )
         d = self._dir(label)
         with SmtpSink() as sink:
-            if system == "iotmon":
-                argv = [
-                    IOTMON,
-                    "consume",
+            if system != "spark":
+                args = [
                     "--no-live",
                     *self._kafka_args(topic),
                     "--state-dir",
@@ -660,7 +787,9 @@ class Bench:
                     "none",
                     "--mail-to",
                     "ops@example.com",
+                    *extra,
                 ]
+                argv = [iotmon, "consume", *self._common(args)]
                 env = None
                 ready_timeout = 60.0
             else:

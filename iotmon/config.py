@@ -225,6 +225,7 @@ def build_settings(
                 mail_from=v["mail_from"],
                 mail_to=tuple(v["mail_to"]),
                 lang=_choice("lang", v["lang"], ("en", "pt-BR")),  # type: ignore[arg-type]
+                timezone=v["timezone"],
                 smtp=smtp,
                 eml_dir=Path(v["outbox"]),
             ),

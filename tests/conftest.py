@@ -441,9 +441,29 @@ def smtp_server_auth_tls(smtp_tls_files: _TLSFiles) -> Iterator[SMTPCapture]:
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(smtp_tls_files.certfile, smtp_tls_files.keyfile)
 
+    controller = _start_smtp(
+        capture,
+        tls_context=server_ctx,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=_test_user_authenticator(capture, record=False),
+    )
+    try:
+        yield capture
+    finally:
+        controller.stop()
+
+
+def _test_user_authenticator(capture: SMTPCapture, *, record: bool) -> Any:
+    """Accepts SMTP_USER/SMTP_PASSWORD only; ``record``: every attempt lands in ``logins``."""
+
     def authenticator(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
     ) -> AuthResult:
+        if record and isinstance(auth_data, LoginPassword):
+            with capture._cond:
+                capture.logins.append((auth_data.login.decode(), auth_data.password.decode()))
         ok = (
             isinstance(auth_data, LoginPassword)
             and auth_data.login == SMTP_USER.encode()
@@ -451,18 +471,7 @@ def smtp_server_auth_tls(smtp_tls_files: _TLSFiles) -> Iterator[SMTPCapture]:
         )
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
-    controller = _start_smtp(
-        capture,
-        tls_context=server_ctx,
-        require_starttls=True,
-        auth_required=True,
-        auth_require_tls=True,
-        authenticator=authenticator,
-    )
-    try:
-        yield capture
-    finally:
-        controller.stop()
+    return authenticator
 
 
 AUTH_WITHOUT_TLS = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -476,22 +485,11 @@ def smtp_server_auth_plain() -> Iterator[SMTPCapture]:
     aiosmtpd warns about this set-up on each connection; tests using it mark that warning
     with ``AUTH_WITHOUT_TLS`` so it does not read like a problem of the test run."""
     capture = SMTPCapture(username=SMTP_USER, password=SMTP_PASSWORD)
-
-    def authenticator(
-        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-    ) -> AuthResult:
-        if isinstance(auth_data, LoginPassword):
-            with capture._cond:
-                capture.logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        ok = (
-            isinstance(auth_data, LoginPassword)
-            and auth_data.login == SMTP_USER.encode()
-            and auth_data.password == SMTP_PASSWORD.encode()
-        )
-        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
-
     controller = _start_smtp(
-        capture, auth_required=True, auth_require_tls=False, authenticator=authenticator
+        capture,
+        auth_required=True,
+        auth_require_tls=False,
+        authenticator=_test_user_authenticator(capture, record=True),
     )
     try:
         yield capture

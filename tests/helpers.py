@@ -271,3 +271,19 @@ class WiredAlerter(Alerter):
     async def aclose(self) -> None:
         await self.notifications.aclose()
         self.close()
+
+
+DIGEST_HEADERS = sorted(
+    [
+        "Subject",
+        "From",
+        "To",
+        "Date",
+        "Message-ID",
+        "Auto-Submitted",
+        "X-Iotmon-Digest",
+        "MIME-Version",
+        "Content-Type",
+    ]
+)
+"""Every header a digest email has, and no other (sorted)."""

@@ -451,7 +451,9 @@ RUNS: dict[str, Callable[[Context], Run]] = {
     "group-wait": file_run("--group-wait", "200"),
     "group-interval": file_run("--group-interval", "400"),
     "repeat": file_run("--repeat-interval", "30"),
-    "language": file_run("--lang", "pt-BR", "--log-level", "warning"),
+    "language": file_run(
+        "--lang", "pt-BR", "--log-level", "warning", "--timezone", "America/Sao_Paulo"
+    ),
     "fields": lambda ctx: run_cli(ctx, fields_args(ctx)),
     "smtp": smtp_run,
     "smtp-tls": smtp_tls_run,
@@ -678,6 +680,17 @@ ROWS: list[Row] = [
         ),
     ),
     Row(
+        "--timezone",
+        "language",
+        lambda r, b: (
+            # T0 is midnight UTC on 1 Jan 2026: 21:00 the day before in São Paulo (UTC-3).
+            _true("America/Sao_Paulo (UTC-03:00)" in _plain(r.emails()[0][1])),
+            _true("/12/2025 21:" in _plain(r.emails()[0][1])),
+            _true("2026-01-01 00:" in _plain(b.emails()[0][1])),
+            _true(" UTC;" in _plain(b.emails()[0][1])),
+        ),
+    ),
+    Row(
         "--log-level",
         "language",
         lambda r, b: (_true(b" INFO " in b.stderr), _true(b" INFO " not in r.stderr)),
@@ -796,6 +809,12 @@ def options_of_consume() -> set[str]:
     command: Any = typer.main.get_command(app)
     consume = command.commands["consume"]
     return {p.opts[0] for p in consume.params if p.param_type_name == "option"} - {"--help"}
+
+
+def _plain(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
 
 
 def test_every_option_has_a_row() -> None:

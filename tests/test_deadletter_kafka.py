@@ -93,6 +93,9 @@ async def test_a_dead_letter_too_big_for_the_dlq_is_kept_cut_and_reading_goes_on
             *("--state-dir", str(tmp_path / "state"), "--outbox", str(tmp_path / "eml")),
             *("--threshold", "75", "--for", "30", "--group-wait", "0"),
             *("--guarantee", guarantee),
+            # Lines up to 4 MiB are readings to this operator, so the 2 MiB one is parsed and
+            # dead-lettered whole (not as a short too_long prefix): the DLQ must still take it.
+            *("--max-line-bytes", str(4 << 20)),
             *("--smtp-host", smtp_server.host, "--smtp-port", str(smtp_server.port)),
             *("--smtp-security", "none", "--mail-to", "ops@example.com"),
         )

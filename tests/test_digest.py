@@ -6,6 +6,7 @@ from iotmon.alerts import AlertSettings, Change, DigestScheduler
 from iotmon.alerts.digest import ChangeState
 from iotmon.alerts.tracker import StatsView
 from iotmon.notify import Digest
+from iotmon.stats import WindowSpec
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -204,6 +205,10 @@ def test_live_stats_replace_the_snapshot_figures() -> None:
         window_mean = 91.0
         max = 99.0
         head_us = T0 + 9 * S
+        spec = WindowSpec.from_seconds(window=30, pane=10)
+
+        def pane_means(self) -> tuple[float | None, ...]:
+            return (88.0, None, 91.0)
 
     s = scheduler()
     s.add(change("a", "firing", 0))
@@ -212,3 +217,5 @@ def test_live_stats_replace_the_snapshot_figures() -> None:
     assert (report.value, report.running_mean, report.max) == (91.0, 90.0, 99.0)
     assert report.last_seen_us == T0 + 9 * S
     assert report.since_us == T0
+    # The trend is a figure too: the live pane means, with their pane length.
+    assert (report.trend, report.pane_s) == ((88.0, None, 91.0), 10.0)

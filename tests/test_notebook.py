@@ -27,5 +27,6 @@ def test_example_notebook_reproduces_the_original(
     text = "\n".join(outputs)
     assert "10000 readings, 50 sensors, 0 rejected" in text
     assert "Subject: Atenção!" in text and "sensores com possíveis problemas" in text
-    assert "Temperatura Média" in text
+    assert "Os seguintes sensores apresentam temperatura acima de 75ºC." in text
+    assert "Em alerta (" in text and "Atenciosamente," in text
     assert "'sensor19': 81.8" in text

@@ -365,3 +365,21 @@ def test_good_state_is_accepted() -> None:
 def test_malformed_table_state(state: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         StatsTable.from_state(spec(), state)
+
+
+def test_pane_means_follow_the_window_oldest_first() -> None:
+    spec = WindowSpec.from_seconds(window=40, pane=10, lateness=30)
+    stats = DeviceStats(spec)
+    assert stats.pane_means() == ()
+    stats.add(70.0, 1_000 * S)
+    stats.add(72.0, 1_005 * S)
+    # Every window reading in the head pane (no ring yet).
+    assert stats.pane_means() == (None, None, None, 71.0)
+    stats.add(80.0, 1_021 * S)  # pane 102, after an empty one
+    assert stats.pane_means() == (None, 71.0, None, 80.0)
+    stats.add(90.0, 1_041 * S)  # pane 104: pane 100 leaves the window
+    assert stats.pane_means() == (None, 80.0, None, 90.0)
+    # Restored from a checkpoint, the same panes.
+    assert DeviceStats.from_state(spec, stats.to_state()).pane_means() == stats.pane_means()
+    stats.add(60.0, 2_000 * S)  # a gap longer than the window empties it
+    assert stats.pane_means() == (None, None, None, 60.0)

@@ -16,9 +16,10 @@ one reminder, at the last of those slots, never a backlog of identical ones.
 
 Identity: a digest's id hashes its kind, schedule slot, recipient set and the transitions
 it reports (device, state, time) — or, for a reminder, the firing devices and since when.
-The figures shown (means, max, last seen) are the latest known when it is rendered and
-are left out of the id on purpose: a replay after a crash regenerates the same id and the
-outbox drops the copy, even though the figures may have moved on.
+The figures shown (means, max, last seen, the trend of pane means) are the latest known
+when it is rendered and are left out of the id on purpose: a replay after a crash
+regenerates the same id and the outbox drops the copy, even though the figures may have
+moved on.
 """
 
 from __future__ import annotations
@@ -319,8 +320,12 @@ class DigestScheduler:
         running_mean = change.running_mean
         maximum = change.max
         last_seen = change.last_seen_us
+        trend: tuple[float | None, ...] = ()
+        pane_s = 0.0
         stats = live(change.device)
         if stats is not None:
+            trend = stats.pane_means()
+            pane_s = stats.spec.pane_us / 1e6
             window_mean = stats.window_mean
             running_mean = stats.mean
             maximum = stats.max
@@ -338,6 +343,8 @@ class DigestScheduler:
             since_us=change.at_us,
             last_seen_us=last_seen,
             new=new,
+            trend=trend,
+            pane_s=pane_s if trend else 0.0,
         )
 
 

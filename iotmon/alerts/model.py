@@ -36,6 +36,12 @@ class DeviceReport:
     last_seen_us: int | None
     new: bool = False
     """True when the device entered this section with this digest."""
+    trend: tuple[float | None, ...] = ()
+    """The mean of each pane of the device's window, oldest first, the last one ending at
+    ``last_seen_us``; None for a pane without readings. Empty when unknown. A figure, like
+    the means: it is left out of the digest's identity."""
+    pane_s: float = 0.0
+    """The length of one ``trend`` pane, in seconds (0 when there is no trend)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +55,8 @@ class DeviceReport:
             "since_us": self.since_us,
             "last_seen_us": self.last_seen_us,
             "new": self.new,
+            "trend": list(self.trend),
+            "pane_s": self.pane_s,
         }
 
     @classmethod
@@ -64,6 +72,9 @@ class DeviceReport:
             since_us=int(doc["since_us"]),
             last_seen_us=None if doc["last_seen_us"] is None else int(doc["last_seen_us"]),
             new=bool(doc["new"]),
+            # Absent in records queued before trends existed.
+            trend=tuple(_opt_float(v) for v in doc.get("trend", ())),
+            pane_s=float(doc.get("pane_s", 0.0)),
         )
 
 

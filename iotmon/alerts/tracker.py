@@ -32,10 +32,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias
 
 from iotmon.alerts.rules import Rule, RuleBook, seconds_to_us
 from iotmon.state.encoding import Chunked
+
+if TYPE_CHECKING:
+    from iotmon.stats import WindowSpec
 
 __all__ = [
     "AlertTracker",
@@ -62,7 +65,8 @@ _STATE_NAMES: Final = ("ok", "pending", "firing")
 
 
 class StatsView(Protocol):
-    """What the tracker reads of a device's statistics (:class:`iotmon.stats.DeviceStats`)."""
+    """What the tracker reads of a device's statistics (:class:`iotmon.stats.DeviceStats`);
+    ``spec`` and ``pane_means`` are for the trend a digest shows."""
 
     @property
     def mean(self) -> float: ...
@@ -72,6 +76,9 @@ class StatsView(Protocol):
     def max(self) -> float: ...
     @property
     def head_us(self) -> int: ...
+    @property
+    def spec(self) -> WindowSpec: ...
+    def pane_means(self) -> tuple[float | None, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)

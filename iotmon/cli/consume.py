@@ -15,6 +15,7 @@ from iotmon.cli import app
 from iotmon.cli.common import CONFIG_OPTION, config_of, opt, setup_logging, user_errors
 from iotmon.config import build_settings
 from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS
+from iotmon.notify.settings import DEFAULT_TIMEZONE
 from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES, OVERSIZED_PREFIX_BYTES
 
 SOURCE = "Source"
@@ -210,6 +211,12 @@ def consume(
         rich_help_panel=ALERTS,
     ),
     lang: str = opt("en", "--lang", help="Email language: en or pt-BR.", rich_help_panel=EMAIL),
+    timezone: str = opt(
+        DEFAULT_TIMEZONE,
+        "--timezone",
+        help="Time zone of the times in emails (IANA name, e.g. America/Sao_Paulo).",
+        rich_help_panel=EMAIL,
+    ),
     smtp_host: str | None = opt(
         None,
         "--smtp-host",

@@ -33,6 +33,7 @@ from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notifi
 from iotmon.notify.notifications import Notifications
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
+    DEFAULT_TIMEZONE,
     PASSWORD_ENV,
     DeliverySettings,
     EmailSettings,
@@ -56,6 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
     "DeliveryError",
     "DeliverySettings",

@@ -11,11 +11,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iotmon.addresses import check_address
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
     "DeliverySettings",
     "EmailSettings",
@@ -26,6 +28,8 @@ __all__ = [
 ]
 
 PASSWORD_ENV = "IOTMON_SMTP_PASSWORD"
+DEFAULT_TIMEZONE: Final = "UTC"
+"""The zone email timestamps are shown in (``--timezone``)."""
 
 SmtpSecurity: TypeAlias = Literal["auto", "none", "starttls", "ssl"]
 Language: TypeAlias = Literal["en", "pt-BR"]
@@ -119,6 +123,8 @@ class EmailSettings:
     mail_from: str = "iotmon@localhost"
     mail_to: tuple[str, ...] = ()
     lang: Language = "en"
+    timezone: str = DEFAULT_TIMEZONE
+    """IANA zone name (``America/Sao_Paulo``) the email shows times in; named once in it."""
     smtp: SmtpSettings | None = None
     eml_dir: Path = Path("outbox")
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
@@ -126,9 +132,21 @@ class EmailSettings:
     def __post_init__(self) -> None:
         if self.lang not in ("en", "pt-BR"):
             raise ValueError(f"lang: must be en or pt-BR, got {self.lang!r}")
+        zone(self.timezone)
         check_address("mail-from", self.mail_from)
         for address in self.mail_to:
             check_address("mail-to", address)
+
+
+def zone(name: str) -> ZoneInfo:
+    """The time zone called ``name``; ValueError naming the option when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"timezone: unknown time zone {name!r}; use an IANA name such as UTC, "
+            "Europe/Lisbon or America/Sao_Paulo (the tzdata package provides them)"
+        ) from None
 
 
 def read_smtp_password(

@@ -101,6 +101,25 @@ class DeviceStats:
     def window_count(self) -> int:
         return int(self._buf[6])
 
+    def pane_means(self) -> tuple[float | None, ...]:
+        """The mean of each pane of the window, oldest first, ending with the head pane's;
+        None for a pane without readings. Empty before the first reading. Read when a
+        digest is rendered (its trend), never on the hot path."""
+        b = self._buf
+        n = self.spec.panes
+        if not b[6]:
+            return ()
+        if not self._ringed:
+            # Every window reading is in the head pane.
+            return (None,) * (n - 1) + (b[5] / b[6],)
+        head = self.head_us // self.spec.pane_us
+        means: list[float | None] = []
+        for pane in range(head - n + 1, head + 1):
+            i = 8 + 2 * (pane % n)
+            count = b[i + 1]
+            means.append(b[i] / count if count else None)
+        return tuple(means)
+
     def add(self, value: float, event_us: int) -> bool:
         """Add one reading; return False if it was late for the window.
 
