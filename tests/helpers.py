@@ -18,6 +18,9 @@ from typing import Any
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from iotmon.alerts import Alerter, AlertSettings
+from iotmon.notify import EmailSettings, Notifications, Notifier
+
 # How long a test waits for an event (a mail, a record, a file) before calling the run broken.
 # Generous on purpose: a loaded machine is slow, and a passing run never waits it out.
 PATIENCE_S = 120.0
@@ -243,6 +246,31 @@ def stop(proc: subprocess.Popen[bytes], *, timeout: float = 30) -> tuple[bytes, 
         ) from None
     assert proc.returncode == 0, err.decode()[-3000:]
     return out, err
+
+
+class WiredAlerter(Alerter):
+    """An :class:`Alerter` with its digests rendered, queued and delivered by
+    :class:`Notifications`, as the pipeline wires the two (for tests of both together)."""
+
+    def __init__(
+        self, *, settings: AlertSettings, email: EmailSettings, notifier: Notifier, state_dir: Path
+    ) -> None:
+        self.notifications = Notifications(
+            email=email, notifier=notifier, directory=state_dir / "notifications"
+        )
+        super().__init__(settings=settings, sink=self.notifications, state_dir=state_dir)
+        self.outbox = self.notifications.outbox
+
+    async def start(self) -> None:
+        await self.notifications.start()
+
+    async def flush(self, timeout: float = 30.0) -> bool:  # noqa: ASYNC109
+        self.drain()
+        return await self.notifications.flush(timeout)
+
+    async def aclose(self) -> None:
+        await self.notifications.aclose()
+        self.close()
 
 
 DIGEST_HEADERS = sorted(

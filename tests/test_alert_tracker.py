@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from iotmon.alerts import Alerter, AlertSettings, AlertTracker, RuleBook, RuleOverride, Transition
+from iotmon.alerts import AlertSettings, AlertTracker, RuleBook, RuleOverride, Transition
 from iotmon.alerts.rules import Rule
 from iotmon.alerts.tracker import StatsView
 from iotmon.notify import Digest, EmailSettings, Notification
 from iotmon.stats import StatsTable, WindowSpec
+from tests.helpers import WiredAlerter
 
 S = 1_000_000
 T0 = 1_678_882_537 * S  # 2023-03-15T12:15:37Z, the seed data's day
@@ -49,7 +50,7 @@ class Harness:
     def __init__(
         self, state_dir: Path, settings: AlertSettings | None = None, *, partitions: int = 1
     ) -> None:
-        self.alerter = Alerter(
+        self.alerter = WiredAlerter(
             settings=settings or AlertSettings(),
             notifier=_not_started,
             state_dir=state_dir,

@@ -82,7 +82,7 @@ async def test_a_transient_notifier_error_is_retried(tmp_path: Path) -> None:
     )
     async with iotmon.Pipeline(settings, source=hot_and_cool_devices(), notifier=flaky) as p:
         await p.run_once()
-        assert p.alerter.delivery_stats().sent == 1
+        assert p.notifications.stats().sent == 1
     assert len(attempts) == 2 and attempts[0] == attempts[1]
 
 

@@ -43,7 +43,7 @@ from iotmon.notify import (
 )
 from iotmon.stats import StatsTable, WindowSpec
 from tests.conftest import AUTH_WITHOUT_TLS
-from tests.helpers import DIGEST_HEADERS, PATIENCE_S
+from tests.helpers import DIGEST_HEADERS, PATIENCE_S, WiredAlerter
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -452,7 +452,7 @@ async def test_alerter_sends_one_digest_through_smtp_and_a_replay_sends_nothing_
             alerter.tick(T0 + (t - 30) * S)  # the stream clock: latest event - lateness
 
     # Run 1: checkpoint after 30 s of readings; the device then fires, the digest goes out.
-    alerter = Alerter(
+    alerter = WiredAlerter(
         settings=settings, email=EMAIL, notifier=smtp_to(smtp_server), state_dir=tmp_path
     )
     tracker = alerter.tracker("sensoresInfos:0")
@@ -469,7 +469,7 @@ async def test_alerter_sends_one_digest_through_smtp_and_a_replay_sends_nothing_
 
     # Run 2: restore the checkpoint and replay from there: the same digest is regenerated,
     # recognised by its id, and not sent again.
-    again = Alerter(
+    again = WiredAlerter(
         settings=settings, email=EMAIL, notifier=smtp_to(smtp_server), state_dir=tmp_path
     )
     again.restore(checkpoint[0])

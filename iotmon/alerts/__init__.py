@@ -1,12 +1,14 @@
-"""Alerting: per-device rules judged on event time, grouped digests, durable delivery.
+"""Alerting: per-device rules judged on event time, grouped into digests. Deciding only:
+rendering and delivery are :mod:`iotmon.notify`'s.
 
 - :mod:`~iotmon.alerts.rules` — :class:`AlertSettings`, per-device overrides, the resolved
   :class:`Rule` of each device.
 - :mod:`~iotmon.alerts.tracker` — :class:`AlertTracker`, the per-partition state machine
   (pending → firing → resolved, stale) and the clock design behind it.
 - :mod:`~iotmon.alerts.digest` — when digests go out, what they contain, their identity.
-- :mod:`~iotmon.alerts.alerter` — :class:`Alerter`, which wires those to the outbox and
-  the delivery task of :mod:`iotmon.notify`.
+- :mod:`~iotmon.alerts.model` — :class:`Digest`, what a notification tells.
+- :mod:`~iotmon.alerts.alerter` — :class:`Alerter`, which runs those for a process and
+  hands due digests to a sink (:class:`iotmon.notify.Notifications` in the pipeline).
 """
 
 from iotmon.alerts.alerter import Alerter

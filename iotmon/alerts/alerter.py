@@ -1,17 +1,17 @@
-"""The alerter: one per process. Owns the trackers of its partitions, the digest schedule,
-the alerts log and the notification outbox with its delivery task.
+"""The alerter: one per process. Owns the trackers of its partitions, the digest schedule
+and the alerts log, and decides what to tell; telling it is :mod:`iotmon.notify`'s.
 
 Data flow::
 
     tracker.observe()  ──transition──▶  Alerter.record()  ──▶ alerts log, transitions,
                                                                digest queue (if notable)
     Alerter.tick(now)  ──▶ trackers advance (for / stale deadlines)
-                       ──▶ due digests rendered and fsynced into the outbox, then the
-                           delivery task is woken (never the other way round)
+                       ──▶ due digests handed to the sink (:class:`DigestSink`; usually
+                           :class:`iotmon.notify.Notifications`, which renders them and
+                           fsyncs them into the outbox before waking its delivery task)
 
-Everything up to the outbox is synchronous and runs on the consumer's task, so a
-checkpoint taken between batches sees trackers, schedule and outbox in agreement. Only
-delivery is asynchronous.
+Everything here is synchronous and runs on the consumer's task, so a checkpoint taken
+between batches sees trackers, schedule and the sink's queue in agreement.
 
 Crash safety: tracker states are saved in each partition's checkpoint, the schedule
 (:meth:`to_state`) in the process checkpoint. After a crash, the replay from the
@@ -25,22 +25,22 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import orjson
 
 from iotmon.alerts.digest import Change, ChangeState, DigestScheduler
+from iotmon.alerts.model import Digest
 from iotmon.alerts.rules import AlertSettings, Rule, RuleBook
 from iotmon.alerts.tracker import AlertTracker, StatsView, Transition
-from iotmon.notify.delivery import DeliveryStats, DeliveryWorker
-from iotmon.notify.message import render_email
-from iotmon.notify.model import Digest, Notification, Notifier
-from iotmon.notify.outbox import Outbox
-from iotmon.notify.settings import EmailSettings
 
-__all__ = ["Alerter"]
+__all__ = ["Alerter", "DigestSink"]
+
+DigestSink: TypeAlias = Callable[[Sequence[Digest]], None]
+"""Takes the digests now due, synchronously (it must make them durable before returning:
+the next checkpoint records their changes as announced)."""
 
 log = logging.getLogger(__name__)
 
@@ -55,27 +55,23 @@ _STATE_VERSION = 1
 
 
 class Alerter:
-    """Alert rules, digest scheduling and notification delivery for one process.
+    """Alert rules and digest scheduling for one process.
 
-    ``email`` says how digests are rendered (sender, default recipients, language) and
-    how hard delivery retries; ``notifier`` delivers them (usually
-    ``build_notifier(email)``, or a custom :data:`~iotmon.notify.Notifier`). The outbox
-    lives in ``<state_dir>/notifications``; transitions are appended as JSON lines to
-    ``alerts_log`` (default ``<state_dir>/alerts.jsonl``).
+    Due digests go to ``sink``. Transitions are appended as JSON lines to ``alerts_log``
+    (default ``<state_dir>/alerts.jsonl``).
     """
 
     def __init__(
         self,
         *,
         settings: AlertSettings,
-        email: EmailSettings,
-        notifier: Notifier,
+        sink: DigestSink,
         state_dir: Path,
         alerts_log: Path | None = None,
     ) -> None:
         self.settings = settings
-        self.email = email
         self.rules = RuleBook(settings)
+        self._sink = sink
         self._scheduler = DigestScheduler(settings=settings)
         self._trackers: dict[str, AlertTracker] = {}
         self._transitions: deque[Transition] = deque(maxlen=settings.transitions_kept)
@@ -83,15 +79,9 @@ class Alerter:
         self._log_file: IO[bytes] | None = None
         self._log_broken = False
         self._now_us = 0
-        delivery = self.email.delivery
-        self.outbox = Outbox(state_dir / "notifications", sent_retention=delivery.sent_retention)
-        self.delivery = DeliveryWorker(self.outbox, notifier, settings=delivery)
 
     def __repr__(self) -> str:
-        return (
-            f"Alerter(partitions={sorted(self._trackers)}, queued={len(self.outbox)}, "
-            f"log={str(self._log_path)!r})"
-        )
+        return f"Alerter(partitions={sorted(self._trackers)}, log={str(self._log_path)!r})"
 
     # -- partitions --------------------------------------------------------------------
 
@@ -122,20 +112,20 @@ class Alerter:
     # Changes queued but not announced yet travel in their partition's checkpoint, so that
     # whichever process owns a device's partition is the only one that tells about it.
 
-    def queued_changes(self) -> list[list[Any]]:
-        """Every change queued for a digest, as ``Change.to_list()`` rows (device first)."""
-        return [change.to_list() for change in self._scheduler.queued()]
+    def queued_changes(self) -> list[Change]:
+        """Every change queued for a digest."""
+        return list(self._scheduler.queued())
 
     def drop_queued(self, devices: Container[str]) -> int:
         """Remove the queued changes of ``devices`` (a partition that moved away: its new
         owner announces them); returns how many were dropped."""
         return self._scheduler.drop_queued(devices)
 
-    def requeue(self, rows: Iterable[list[Any]]) -> None:
+    def requeue(self, changes: Iterable[Change]) -> None:
         """Queue a restored partition's unannounced changes again, in their recipient
-        groups. Raises ValueError for a malformed row."""
-        for row in rows:
-            self._scheduler.add(Change.from_list(row))
+        groups."""
+        for change in changes:
+            self._scheduler.add(change)
 
     # -- the data path (synchronous) ---------------------------------------------------
 
@@ -150,7 +140,7 @@ class Alerter:
     def tick(self, now_us: int) -> None:
         """Advance the stream clock (µs; never moves backwards): fire pending devices whose
         ``for`` elapsed, mark silent devices stale, and queue the digests now due — each
-        persisted to the outbox before the delivery task is woken."""
+        handed to the sink."""
         if now_us > self._now_us:
             self._now_us = now_us
         now_us = self._now_us
@@ -185,11 +175,7 @@ class Alerter:
         for tracker in self._trackers.values():
             self._adopt(tracker)
 
-    # -- delivery (asynchronous) -------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start delivering; notifications left undelivered by an earlier run go first."""
-        await self.delivery.start()
+    # -- the end of a run -------------------------------------------------------------
 
     def drain(self) -> None:
         """Queue the changes still waiting for their group slot now, one digest per group,
@@ -199,18 +185,7 @@ class Alerter:
         the next start does not announce them again in a differently grouped digest."""
         self._queue(self._scheduler.drain(live=self._live_stats))
 
-    # Seconds rather than asyncio.timeout(): --flush-timeout maps onto it one to one.
-    async def flush(self, timeout: float = 30.0, *, drain: bool = True) -> bool:  # noqa: ASYNC109
-        """Wait up to ``timeout`` s for the outbox to empty (after :meth:`drain`, unless
-        ``drain=False``). True when nothing is left to wait for: everything was delivered
-        or given up as permanently failed (see :meth:`delivery_stats`). What is still
-        undelivered stays queued on disk for the next start."""
-        if drain:
-            self.drain()
-        return await self.delivery.flush(timeout)
-
-    async def aclose(self) -> None:
-        await self.delivery.aclose()
+    def close(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -222,15 +197,6 @@ class Alerter:
         """The most recent transitions (up to ``settings.transitions_kept``), in the order
         they were recorded."""
         return list(self._transitions)
-
-    def delivery_stats(self) -> DeliveryStats:
-        """Sent / retried / failed counters and the outbox depth, for status and metrics."""
-        return self.delivery.stats()
-
-    @property
-    def undelivered(self) -> int:
-        """Notifications in the outbox still waiting for delivery."""
-        return len(self.outbox)
 
     @property
     def now_us(self) -> int:
@@ -246,14 +212,8 @@ class Alerter:
     # -- internals ---------------------------------------------------------------------
 
     def _queue(self, digests: list[Digest]) -> None:
-        queued = False
-        for digest in digests:
-            message = render_email(digest, settings=self.email)
-            if self.outbox.put(Notification(message=message, digest=digest)):
-                queued = True
-                log.info("queued notification %s: %s", digest.digest_id, message["Subject"])
-        if queued:
-            self.delivery.wake()
+        if digests:
+            self._sink(digests)
 
     def _live_stats(self, device: str) -> StatsView | None:
         for tracker in self._trackers.values():

@@ -31,9 +31,9 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
+from iotmon.alerts.model import DeviceReport, Digest
 from iotmon.alerts.rules import AlertSettings, seconds_to_us
 from iotmon.alerts.tracker import StatsView
-from iotmon.notify.model import DeviceReport, Digest
 
 __all__ = ["Change", "ChangeState", "DigestScheduler", "LiveStats"]
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+from iotmon.addresses import check_address
+from iotmon.alerts.model import Metric
 from iotmon.errors import ConfigError
-from iotmon.notify.model import Metric
-from iotmon.notify.settings import check_address
 
 __all__ = ["DEFAULT_THRESHOLD", "AlertSettings", "Rule", "RuleBook", "RuleOverride"]
 

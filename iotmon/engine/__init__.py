@@ -1,1 +1,3 @@
-"""The engine: wiring, the main loop, partitions' in-memory state and the stream clock."""
+"""The engine: the main loop and hot path (pipeline), the stream clock, partitions' state
+and their restore and release (assignment), checkpoints with the commit gate
+(checkpointer), and the protocols it runs its parts through (ports) — no transport named."""

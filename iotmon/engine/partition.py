@@ -10,16 +10,18 @@ whichever process owns a device's partition is the only one that ever tells abou
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from iotmon.alerts import AlertTracker
+from iotmon.alerts import Alerter, AlertTracker, Change
 from iotmon.engine.horizon import Horizon
 from iotmon.parse import Reason
+from iotmon.report import AlertRecord, DeviceSummaries, Report
 from iotmon.sources.base import Position
+from iotmon.state.documents import PartitionDocument, WindowFields
 from iotmon.stats import StatsTable, WindowSpec
 
-__all__ = ["PartitionState"]
+__all__ = ["PartitionState", "report_of"]
 
 
 @dataclass(slots=True, eq=False)
@@ -37,67 +39,92 @@ class PartitionState:
     horizon: Horizon = field(default_factory=Horizon)
     """How far ahead of ``head_us`` a reading may be (``--max-future``)."""
     dirty: bool = False
-    announce: list[list[Any]] = field(default_factory=list)
-    """Changes of this partition's devices queued for a digest but not announced yet
-    (``Change.to_list()`` rows), as of the last checkpoint."""
+    announce: list[Change] = field(default_factory=list)
+    """Changes of this partition's devices queued for a digest but not announced yet, as
+    of the last checkpoint."""
     checkpoint_id: str | None = None
     """Identity of the checkpoint this state was last written as, or restored from."""
 
-    def to_document(self) -> dict[str, Any]:
-        """The checkpoint body, for :func:`~iotmon.state.encoding.encode_document`, which encodes
-        its per-device maps a chunk at a time (:meth:`from_state` reads it back)."""
-        return {
-            "position": self.position,
-            "counters": {
-                "read": self.read,
-                "accepted": self.accepted,
-                "rejected": dict(self.rejected),
-            },
-            "head_us": self.head_us,
-            "head_wall_us": self.horizon.head_wall_us,
-            "dlq_size": self.dlq_size,
-            "window": _window_fields(self.table.spec),
-            "stats": self.table.to_document(),
-            "alerts": self.tracker.to_document(),
-            "announce": self.announce,
-        }
+    def to_document(self, checkpoint: str | None = None) -> PartitionDocument:
+        """The checkpoint document (its per-device maps encoded a chunk at a time when
+        written; :meth:`from_document` reads it back)."""
+        return PartitionDocument(
+            partition=self.name,
+            position=self.position,
+            read=self.read,
+            accepted=self.accepted,
+            rejected=dict(self.rejected),
+            head_us=self.head_us,
+            head_wall_us=self.horizon.head_wall_us,
+            dlq_size=self.dlq_size,
+            window=_window_fields(self.table.spec),
+            stats=self.table.to_document(),
+            alerts=self.tracker.to_document(),
+            announce=self.announce,
+            checkpoint=checkpoint,
+        )
 
     @classmethod
-    def from_state(
-        cls, name: str, doc: dict[str, Any], *, spec: WindowSpec, tracker: AlertTracker
+    def from_document(
+        cls, doc: PartitionDocument, *, spec: WindowSpec, tracker: AlertTracker
     ) -> PartitionState:
-        saved = doc.get("window")
-        if saved != _window_fields(spec):
+        """Raises ValueError when ``doc`` does not fit ``spec`` or holds malformed state."""
+        if doc.window != _window_fields(spec):
+            saved, now = _shown(doc.window), _shown(_window_fields(spec))
             raise ValueError(
-                f"partition {name} was checkpointed with window settings {saved}, now "
-                f"{_window_fields(spec)}; restart with the old --window/--pane/--allowed-lateness "
-                "or use a fresh --state-dir"
+                f"partition {doc.partition} was checkpointed with window settings {saved}, "
+                f"now {now}; restart with the old window, pane and allowed lateness, or use a "
+                "fresh state directory"
             )
-        counters = doc["counters"]
         rejected: Counter[str] = Counter()
-        for reason, count in counters["rejected"].items():
-            rejected[Reason(reason).value] = int(count)
-        announce = doc.get("announce", [])
-        if not isinstance(announce, list) or not all(isinstance(r, list) for r in announce):
-            raise ValueError(f"partition {name}: 'announce' must be a list of change rows")
-        checkpoint = doc.get("checkpoint")
-        table = StatsTable.from_state(spec, doc["stats"])
+        for reason, count in doc.rejected.items():
+            rejected[Reason(reason).value] = count
+        table = StatsTable.from_state(spec, doc.stats)
         tracker.track_untracked(table.devices)
         return cls(
-            name=name,
+            name=doc.partition,
             table=table,
             tracker=tracker,
-            position=doc["position"],
-            read=int(counters["read"]),
-            accepted=int(counters["accepted"]),
+            position=doc.position,
+            read=doc.read,
+            accepted=doc.accepted,
             rejected=rejected,
-            dlq_size=int(doc["dlq_size"]),
-            head_us=int(doc["head_us"]),
-            horizon=Horizon(head_wall_us=int(doc.get("head_wall_us", 0))),
-            announce=announce,
-            checkpoint_id=None if checkpoint is None else str(checkpoint),
+            dlq_size=doc.dlq_size,
+            head_us=doc.head_us,
+            horizon=Horizon(head_wall_us=doc.head_wall_us),
+            announce=list(doc.announce),
+            checkpoint_id=doc.checkpoint,
         )
 
 
-def _window_fields(spec: WindowSpec) -> dict[str, int]:
-    return {"window_us": spec.window_us, "pane_us": spec.pane_us, "lateness_us": spec.lateness_us}
+def _window_fields(spec: WindowSpec) -> WindowFields:
+    return WindowFields(spec.window_us, spec.pane_us, spec.lateness_us)
+
+
+def _shown(fields: WindowFields) -> str:
+    return (
+        f"(window {fields.window_us / 1e6:g} s, pane {fields.pane_us / 1e6:g} s, "
+        f"lateness {fields.lateness_us / 1e6:g} s)"
+    )
+
+
+def report_of(
+    partitions: Iterable[PartitionState], alerter: Alerter | None, *, copy: bool
+) -> Report:
+    """The report of ``partitions``' statistics and counters and ``alerter``'s history;
+    ``copy=False``: devices are a view of the live statistics (see ``Pipeline.snapshot``)."""
+    parts = list(partitions)
+    devices = DeviceSummaries(p.table.devices for p in parts)
+    return Report.build(
+        counters=((p.read, p.accepted, p.rejected, p.table.late) for p in parts),
+        devices=devices.copy() if copy else devices,
+        alert_states=alerter.states() if alerter is not None else {},
+        alerts=[
+            AlertRecord(device=t.device, state=t.state, at_us=t.at_us, value=t.value)
+            for t in (alerter.transitions if alerter is not None else [])
+        ],
+        partitions={
+            p.name: {"position": p.position, "read": p.read, "devices": len(p.table.devices)}
+            for p in parts
+        },
+    )

@@ -1,1 +1,2 @@
-"""Kafka's wing: the source, the changelog, dead letters and topic administration."""
+"""Kafka's wing: the source, its commit side (offsets, the changelog), dead letters, topic
+administration, and the wiring that builds them for the engine."""

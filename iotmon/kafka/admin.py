@@ -1,4 +1,8 @@
-"""Small Kafka administration helpers shared by the producer and consumer commands."""
+"""Small Kafka administration helpers shared by the producer and consumer commands.
+
+aiokafka is imported where it is used: the commands import this module for its error and
+``quiet_aiokafka``, and must not load Kafka's client for a file-only run.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
+if TYPE_CHECKING:
+    from aiokafka.admin import AIOKafkaAdminClient
 
 from iotmon.errors import ConfigError, KafkaUnavailableError, KafkaUnreachableError
 
@@ -24,8 +28,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 MAX_REQUEST_BYTES: Final = 1 << 20
 """``max_request_size`` of iotmon's producers (aiokafka's default, written out): the bound a
@@ -69,6 +71,9 @@ async def ensure_topic(
     Raises :class:`KafkaUnavailableError` if the broker cannot be reached or refuses to
     create the topic.
     """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     if partitions < 1:
         raise ConfigError(f"partitions: must be >= 1, got {partitions}", setting="partitions")
     admin = AIOKafkaAdminClient(
@@ -102,6 +107,9 @@ async def _create_if_missing(
     config: dict[str, str],
     replication_factor: int,
 ) -> None:
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
+
     # Listing all topics, not describing this one: a metadata request naming a missing topic
     # makes a broker with auto.create.topics.enable create it with its default partitions.
     if topic in await admin.list_topics():
@@ -119,7 +127,7 @@ async def _create_if_missing(
     )
     for entry in response.topic_errors:
         name, code = entry[0], entry[1]
-        if name != topic or code in (0, _TOPIC_ALREADY_EXISTS):
+        if name != topic or code in (0, TopicAlreadyExistsError.errno):
             continue
         message = entry[2] if len(entry) > 2 and entry[2] else ""
         raise for_code(code)(f"create topic {topic}: {message}".rstrip(": "))
@@ -143,6 +151,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, topic: str, timeout_s: f
 
 async def topic_config(bootstrap: str, topic: str) -> dict[str, str]:
     """``topic``'s effective configuration (broker defaults included)."""
+    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="iotmon-admin")

@@ -32,7 +32,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -40,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from iotmon.errors import IotmonError
+from iotmon.engine.ports import Checkpoint
 from iotmon.kafka.admin import (
     MAX_REQUEST_BYTES,
     KafkaUnreachableError,
@@ -48,8 +47,23 @@ from iotmon.kafka.admin import (
     partitions_of,
     topic_config,
 )
+from iotmon.kafka.changelog_records import (
+    CHUNK_BYTES,
+    FORMAT,
+    TOPIC_CONFIG,
+    VERSION,
+    ChangelogError,
+    ChangelogRef,
+    Found,
+    Manifest,
+    RecordSorter,
+    changelog_partition,
+    join_chunks,
+    split_partition_name,
+    stable_ends,
+)
 from iotmon.kafka.source import partition_name
-from iotmon.state.encoding import Fragments, rechunk, sha256_of, size_of
+from iotmon.state.encoding import rechunk, sha256_of, size_of
 
 __all__ = [
     "CHUNK_BYTES",
@@ -65,104 +79,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = "iotmon-changelog"
-VERSION: Final = 1
-CHUNK_BYTES: Final = 256 * 1024
-# Three chunks and their overhead stay under the broker's default max.message.bytes (1 MB),
-# which limits a whole record batch, not one record.
+# Three chunks and their overhead stay under the broker's default max.message.bytes (1 MB).
 _MAX_BATCH_BYTES: Final = 900 * 1024
-_INDEX_PREFIX: Final = "iotmon-cl1"
-
-TOPIC_CONFIG: Final[Mapping[str, str]] = {
-    "cleanup.policy": "compact",
-    # Compaction only ever cleans closed segments: roll them often enough that superseded
-    # checkpoints (a full partition state each) do not pile up in the active one.
-    "segment.bytes": str(64 << 20),
-    "segment.ms": str(10 * 60 * 1000),
-    # A checkpoint just superseded stays readable for a minute, for a restore that looked up
-    # its index an instant before the newer one was written.
-    "min.compaction.lag.ms": str(60 * 1000),
-    "min.cleanable.dirty.ratio": "0.2",
-}
-
-
-class ChangelogError(IotmonError, RuntimeError):
-    """The changelog topic cannot be used; the message says what to do about it."""
-
-
-def split_partition_name(name: str) -> TopicPartition:
-    """``"readings:3"`` → ``TopicPartition("readings", 3)``."""
-    topic, _, number = name.rpartition(":")
-    return TopicPartition(topic, int(number))
-
-
-def changelog_partition(name: str, partitions: int) -> int:
-    """The changelog partition holding input partition ``name``'s checkpoints: the input
-    partition number modulo the changelog's partitions, so each input partition of one
-    topic has a changelog partition of its own (and its restore reads nothing else)."""
-    return int(split_partition_name(name).partition) % partitions
-
-
-@dataclass(frozen=True, slots=True)
-class ChangelogRef:
-    """Where one checkpoint of one input partition lives in the changelog."""
-
-    partition: int
-    first: int
-    """Offset of its first chunk."""
-    manifest: int
-    chunks: int
-    checkpoint: str
-
-    def metadata(self) -> str:
-        """The offset-commit metadata that makes the committed offset an index."""
-        return (
-            f"{_INDEX_PREFIX}:{self.partition}:{self.first}:{self.manifest}:{self.chunks}:"
-            f"{self.checkpoint}"
-        )
-
-    @classmethod
-    def parse(cls, metadata: str | None) -> ChangelogRef | None:
-        if not metadata:
-            return None
-        parts = metadata.split(":")
-        if len(parts) != 6 or parts[0] != _INDEX_PREFIX:
-            return None
-        try:
-            return cls(int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]), parts[5])
-        except ValueError:
-            return None
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """One partition's checkpoint to write."""
-
-    partition: str
-    checkpoint: str
-    position: dict[str, Any] | None
-    payload: bytes | Fragments
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    """The newest checkpoint of a partition in the changelog. ``payload`` is None when it is
-    the checkpoint the caller already holds (``known``): nothing was downloaded."""
-
-    checkpoint: str
-    position: dict[str, Any] | None
-    payload: bytes | None
-
-
-@dataclass(slots=True)
-class _Manifest:
-    partition: str
-    checkpoint: str
-    chunk_offsets: list[int]
-    size: int
-    sha256: str
-    position: dict[str, Any] | None
-    offset: int
 
 
 class KafkaChangelog:
@@ -426,7 +344,7 @@ class KafkaChangelog:
     def _pick(
         self,
         name: str,
-        manifests: dict[str, list[_Manifest]],
+        manifests: dict[str, list[Manifest]],
         chunks: dict[bytes, tuple[int, bytes]],
         ref: ChangelogRef | None,
         known: str | None,
@@ -435,7 +353,7 @@ class KafkaChangelog:
             if manifest.checkpoint == known:
                 self._current[name] = (manifest.checkpoint, len(manifest.chunk_offsets))
                 return Found(manifest.checkpoint, manifest.position, None)
-            payload = _join(manifest, chunks)
+            payload = join_chunks(manifest, chunks)
             if payload is None:
                 # Chunks before where this read started or compacted away; an older
                 # complete manifest is still a valid (older) state, so keep looking.
@@ -469,30 +387,14 @@ class KafkaChangelog:
         wanted: set[str],
         *,
         until: Mapping[int, int] | None = None,
-    ) -> tuple[dict[str, list[_Manifest]], dict[bytes, tuple[int, bytes]]]:
+    ) -> tuple[dict[str, list[Manifest]], dict[bytes, tuple[int, bytes]]]:
         """Manifests (in offset order) and live chunks of the ``wanted`` partitions, read from
         each changelog partition in ``starts`` (from that offset to its current end, and at
         least to ``until``)."""
-        manifests: dict[str, list[_Manifest]] = {}
-        chunks: dict[bytes, tuple[int, bytes]] = {}
+        sorter = RecordSorter(wanted)
         async for record in self._records(starts, until or {}):
-            key: bytes = record.key or b""
-            name, sep, _ = key.partition(b"#")
-            partition = name.decode("utf-8", "replace")
-            if partition not in wanted:
-                continue
-            if sep:
-                if record.value is None:
-                    chunks.pop(key, None)
-                else:
-                    chunks[key] = (record.offset, record.value)
-            elif record.value is None:
-                manifests.pop(partition, None)
-            else:
-                manifest = _parse_manifest(partition, record.offset, record.value)
-                if manifest is not None:
-                    manifests.setdefault(partition, []).append(manifest)
-        return manifests, chunks
+            sorter.add(record)
+        return sorter.manifests, sorter.chunks
 
     async def _records(
         self, starts: Mapping[int, int], until: Mapping[int, int]
@@ -504,7 +406,12 @@ class KafkaChangelog:
         if not tps:
             return
         deadline = time.monotonic() + self._restore_timeout
-        ends = await self._stable_ends(list(tps), until, deadline)
+        if self._warm_up is not None:
+            with contextlib.suppress(Exception):
+                await self._warm_up
+        ends = await stable_ends(
+            reader, list(tps), until, deadline, topic=self.topic, patience_s=self._restore_timeout
+        )
         todo = {tp: ends[tp] for tp, start in tps.items() if start < ends[tp]}
         if not todo:
             return
@@ -532,77 +439,6 @@ class KafkaChangelog:
                     f"{self._restore_timeout:.0f} s; is the broker overloaded?"
                 )
         reader.assign([])
-
-    async def _stable_ends(
-        self, tps: list[TopicPartition], until: Mapping[int, int], deadline: float
-    ) -> dict[TopicPartition, int]:
-        """End offsets for a read-committed reader (last stable offsets), waiting while one
-        is still below ``until``: a crashed instance's open transaction holds the last
-        stable offset back until the broker aborts it (``transaction.timeout.ms``)."""
-        assert self._reader is not None
-        if self._warm_up is not None:
-            with contextlib.suppress(Exception):
-                await self._warm_up
-        waited = False
-        while True:
-            ends: dict[TopicPartition, int] = await self._reader.end_offsets(tps)
-            behind = {tp: end for tp, end in ends.items() if end < until.get(tp.partition, 0)}
-            if not behind:
-                return ends
-            if time.monotonic() > deadline:
-                raise ChangelogError(
-                    f"{self.topic}: committed checkpoints stay unreadable behind an open "
-                    f"transaction for over {self._restore_timeout:.0f} s ({behind})"
-                )
-            if not waited:
-                log.info(
-                    "waiting for an open transaction on %s to end (a crashed instance's; the "
-                    "broker aborts it after its transaction timeout)",
-                    self.topic,
-                )
-                waited = True
-            await asyncio.sleep(0.2)
-
-
-def _parse_manifest(partition: str, offset: int, value: bytes) -> _Manifest | None:
-    try:
-        doc = orjson.loads(value)
-        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-            raise ValueError(f"format {doc.get('format')!r} version {doc.get('version')!r}")
-        if doc["partition"] != partition:
-            raise ValueError(f"manifest of {doc['partition']!r} under key {partition!r}")
-        return _Manifest(
-            partition=partition,
-            checkpoint=str(doc["checkpoint"]),
-            chunk_offsets=[int(o) for o in doc["chunks"]],
-            size=int(doc["size"]),
-            sha256=str(doc["sha256"]),
-            position=doc["position"],
-            offset=offset,
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        log.warning(
-            "ignoring a malformed changelog manifest of %s at %d: %s", partition, offset, exc
-        )
-        return None
-
-
-def _join(manifest: _Manifest, chunks: dict[bytes, tuple[int, bytes]]) -> bytes | None:
-    parts = []
-    for i, offset in enumerate(manifest.chunk_offsets):
-        found = chunks.get(f"{manifest.partition}#{manifest.checkpoint}#{i}".encode())
-        if found is None or found[0] != offset:
-            return None
-        parts.append(found[1])
-    payload = b"".join(parts)
-    if len(payload) != manifest.size or sha256_of(payload) != manifest.sha256:
-        log.warning(
-            "changelog checkpoint %s of %s does not match its manifest; ignored",
-            manifest.checkpoint,
-            manifest.partition,
-        )
-        return None
-    return payload
 
 
 async def describe_changelog(bootstrap_servers: str, topic: str) -> dict[str, str]:

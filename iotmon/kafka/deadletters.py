@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Collection
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -24,6 +25,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from iotmon.kafka.admin import MAX_REQUEST_BYTES, ensure_topic, topic_config
 from iotmon.parse import Rejection
+from iotmon.state.deadletters import TakenDeadLetters
 
 __all__ = ["DeadLetter", "KafkaDeadLetters", "fit_record"]
 
@@ -80,11 +82,13 @@ class KafkaDeadLetters:
         suffix: str = ".dlq",
         transactional: bool = False,
         max_request_bytes: int = MAX_REQUEST_BYTES,
+        owns_producer: bool = False,
     ) -> None:
         """``bootstrap_servers``: where to create missing dead-letter topics and learn their
         ``max.message.bytes`` (None: leave that to the broker). ``max_request_bytes``: the
-        producer's ``max_request_size``."""
+        producer's ``max_request_size``. ``owns_producer``: :meth:`close` stops it."""
         self._producer = producer
+        self._owns_producer = owns_producer
         self._bootstrap_servers = bootstrap_servers
         self._suffix = suffix
         self._transactional = transactional
@@ -107,11 +111,11 @@ class KafkaDeadLetters:
         # Rejections are rare and the hot loop is synchronous: buffer, send at flush time.
         self._buffer.append((partition, topic + self._suffix, raw, key, headers))
 
-    def take(self) -> list[DeadLetter]:
+    def take(self) -> TakenDeadLetters:
         """Everything put so far, removed from the buffer: taken in the same synchronous
         step as the checkpoint's state, so the two cover exactly the same readings."""
         taken, self._buffer = self._buffer, []
-        return taken
+        return TakenDeadLetters(count=len(taken), send=partial(self.send, taken))
 
     async def send(self, records: list[DeadLetter]) -> None:
         """Send taken records and wait for their acknowledgement."""
@@ -169,7 +173,8 @@ class KafkaDeadLetters:
         self._buffer = [r for r in self._buffer if r[0] not in partitions]
 
     async def flush(self) -> dict[str, int]:
-        await self.send(self.take())
+        taken, self._buffer = self._buffer, []
+        await self.send(taken)
         return {}
 
     def restore(self, partition: str, size: int) -> None:
@@ -177,12 +182,16 @@ class KafkaDeadLetters:
         needs nothing to rewind: uncommitted records are invisible to readers)."""
 
     async def close(self) -> None:
-        if self._transactional:
-            if self._buffer:
-                log.info(
-                    "%d dead letters after the last checkpoint are left to the replay",
-                    len(self._buffer),
-                )
-            self._buffer = []
-            return
-        await self.flush()
+        try:
+            if self._transactional:
+                if self._buffer:
+                    log.info(
+                        "%d dead letters after the last checkpoint are left to the replay",
+                        len(self._buffer),
+                    )
+                self._buffer = []
+            else:
+                await self.flush()
+        finally:
+            if self._owns_producer:
+                await self._producer.stop()

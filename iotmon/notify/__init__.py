@@ -1,7 +1,10 @@
 """Notifications: render alert digests as email, queue them durably, deliver them.
 
-- :mod:`~iotmon.notify.model` — :class:`Digest` (what to tell), :class:`Notification`
-  (digest + rendered email) and the :data:`Notifier` type any channel implements.
+- :mod:`~iotmon.notify.model` — :class:`Notification` (a digest + its rendered email) and
+  the :data:`Notifier` type any channel implements; the :class:`Digest` itself (what to
+  tell) is the alerting side's (:mod:`iotmon.alerts.model`).
+- :mod:`~iotmon.notify.notifications` — :class:`Notifications`: digests in, rendered,
+  queued and delivered.
 - :mod:`~iotmon.notify.message` — rendering (English or the original's Portuguese).
 - :mod:`~iotmon.notify.outbox` — the durable queue in the state directory.
 - :mod:`~iotmon.notify.delivery` — the background worker that retries with backoff.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from iotmon.notify.delivery import DeliveryStats, DeliveryWorker
 from iotmon.notify.eml import EmlNotifier
@@ -26,6 +30,7 @@ from iotmon.notify.errors import (
 )
 from iotmon.notify.message import message_id_for, render_email
 from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notification, Notifier
+from iotmon.notify.notifications import Notifications
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
     DEFAULT_TIMEZONE,
@@ -37,7 +42,19 @@ from iotmon.notify.settings import (
     SmtpSettings,
     read_smtp_password,
 )
-from iotmon.notify.smtp import SmtpNotifier
+
+if TYPE_CHECKING:
+    from iotmon.notify.smtp import SmtpNotifier
+
+
+def __getattr__(name: str) -> Any:
+    # aiosmtplib is loaded only when SMTP is used.
+    if name == "SmtpNotifier":
+        from iotmon.notify.smtp import SmtpNotifier
+
+        return SmtpNotifier
+    raise AttributeError(f"module 'iotmon.notify' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_TIMEZONE",
@@ -54,6 +71,7 @@ __all__ = [
     "Language",
     "Metric",
     "Notification",
+    "Notifications",
     "Notifier",
     "Outbox",
     "OutboxEntry",
@@ -84,5 +102,7 @@ def build_notifier(
     ``eml_dir`` with a one-line summary per notification passed to ``echo`` (stderr by
     default; None for the log only)."""
     if settings.smtp is not None:
+        from iotmon.notify.smtp import SmtpNotifier
+
         return SmtpNotifier(settings.smtp)
     return EmlNotifier(settings.eml_dir, echo=echo)

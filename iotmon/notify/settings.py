@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from iotmon.addresses import check_address
 from iotmon.errors import ConfigError
 
 __all__ = [
@@ -150,12 +151,6 @@ def zone(name: str) -> ZoneInfo:
             f"timezone: unknown time zone {name!r}; use an IANA name such as UTC, "
             "Europe/Lisbon or America/Sao_Paulo (the tzdata package provides them)"
         ) from None
-
-
-def check_address(option: str, address: str) -> None:
-    """Reject what could smuggle extra headers or SMTP commands in through an address."""
-    if not address or any(ch in address for ch in "\r\n\0") or "@" not in address:
-        raise ConfigError(f"{option}: {address!r} is not an email address")
 
 
 def read_smtp_password(

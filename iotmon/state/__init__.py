@@ -1,1 +1,2 @@
-"""What iotmon keeps on disk: the state directory, checkpoint encoding, file dead letters."""
+"""What iotmon keeps on disk: the typed checkpoint documents, the state directory, checkpoint
+encoding, file dead letters."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -21,9 +23,27 @@ import orjson
 from iotmon.parse import Rejection
 from iotmon.state.statedir import partition_filename
 
-__all__ = ["DeadLetters", "FileDeadLetters", "dlq_record"]
+__all__ = ["DeadLetters", "FileDeadLetters", "TakenDeadLetters", "dlq_record"]
 
 log = logging.getLogger(__name__)
+
+
+async def _nothing_to_send() -> None:
+    """A file sink's dead letters are durable once taken: nothing is left to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class TakenDeadLetters:
+    """What a checkpoint takes from a dead-letter sink in its synchronous snapshot, so the
+    checkpoint and the dead letters cover exactly the same readings."""
+
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    """The durable size of each partition's dead letters, recorded in its checkpoint
+    (a sink that can be cut back on restore; empty otherwise)."""
+    count: int = 0
+    """Records still to be sent along with the checkpoint."""
+    send: Callable[[], Awaitable[None]] = _nothing_to_send
+    """Sends them (inside the checkpoint's transaction, where there is one)."""
 
 
 class DeadLetters(Protocol):
@@ -33,6 +53,16 @@ class DeadLetters(Protocol):
 
     async def flush(self) -> dict[str, int]:
         """Make what was put durable; return the durable size of each partition's file."""
+        ...
+
+    def take(self) -> TakenDeadLetters:
+        """Called by a checkpoint in its synchronous snapshot: make durable what can be made
+        durable now, hand over the rest to send with the checkpoint."""
+        ...
+
+    def discard(self, partitions: Collection[str]) -> None:
+        """Partitions moved to another process: drop what is still buffered for them (their
+        next owner replays the readings after their last checkpoint, rejections too)."""
         ...
 
     def restore(self, partition: str, size: int) -> None: ...
@@ -75,6 +105,15 @@ class FileDeadLetters:
         self._file(partition).write(dlq_record(partition, position, raw, rejection))
 
     async def flush(self) -> dict[str, int]:
+        return self._sync()
+
+    def take(self) -> TakenDeadLetters:
+        return TakenDeadLetters(sizes=self._sync())
+
+    def discard(self, partitions: Collection[str]) -> None:
+        """Nothing buffered: what was written is cut back by :meth:`restore` if needed."""
+
+    def _sync(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for partition, handle in self._files.items():
             handle.flush()

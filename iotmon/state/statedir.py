@@ -26,11 +26,20 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
 from iotmon.errors import IotmonError
+from iotmon.state.documents import (
+    DocumentError,
+    PartitionDocument,
+    ProcessDocument,
+    decode_partition_body,
+    decode_process_body,
+    partition_body,
+    process_body,
+)
 from iotmon.state.encoding import Fragments, encode_document, fragments_of
 
 __all__ = [
@@ -106,7 +115,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _read(path: Path, *, kind: str) -> dict[str, Any]:
+def _read(path: Path, *, kind: str) -> dict[str, object]:
     return _decode(path.read_bytes(), origin=str(path), kind=kind)
 
 
@@ -119,7 +128,7 @@ def _remedy(kind: str) -> str:
     return "delete it to start the alert state afresh, or restore the file from a backup"
 
 
-def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
+def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, object]:
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
@@ -149,7 +158,7 @@ def _decode(payload: bytes, *, origin: str, kind: str) -> dict[str, Any]:
     return doc
 
 
-def _accept_unsealed(doc: dict[str, Any], *, origin: str) -> None:
+def _accept_unsealed(doc: dict[str, object], *, origin: str) -> None:
     """Said once the document has passed every other check (an error is the only line)."""
     if doc.get("version") == _UNSEALED_VERSION:
         log.warning(
@@ -196,7 +205,7 @@ class _Sealer:
 
 
 def _encode_sealed(
-    doc: dict[str, Any], *, write: Callable[[bytes], object] | None = None
+    doc: dict[str, object], *, write: Callable[[bytes], object] | None = None
 ) -> list[bytes]:
     out: list[bytes] = []
     sealer = _Sealer(write or out.append)
@@ -205,73 +214,32 @@ def _encode_sealed(
     return out
 
 
-_INT_FIELDS: Final = ("head_us", "dlq_size")
-_POSITION_INTS: Final = ("offset", "line", "fingerprint_len")
-
-
 def decode_partition(
     partition: str, payload: bytes, *, origin: str, hint: str = ""
-) -> dict[str, Any]:
+) -> PartitionDocument:
     """A partition checkpoint (a local file or a changelog record), checked: format,
     version, checksum, field types and that it is ``partition``'s; ``hint`` is appended to
     the error saying not."""
-    doc = _decode(payload, origin=origin, kind="partition")
-    if doc.get("partition") != partition:
+    raw = _decode(payload, origin=origin, kind="partition")
+    if raw.get("partition") != partition:
         raise CheckpointError(
-            f"{origin} belongs to partition {doc.get('partition')!r}, not {partition!r}{hint}"
+            f"{origin} belongs to partition {raw.get('partition')!r}, not {partition!r}{hint}"
         )
-    _check_partition_fields(doc, origin=origin)
-    _accept_unsealed(doc, origin=origin)
+    return _typed_partition(raw, origin=origin)
+
+
+def _typed_partition(raw: dict[str, object], *, origin: str) -> PartitionDocument:
+    """The fields a restore turns into numbers are checked up front: a wrong type is a
+    clear error naming the file and field, not a bare ``int()`` failure half-way through."""
+    try:
+        doc = decode_partition_body(raw)
+    except ValueError as exc:  # DocumentError, or a malformed change row
+        raise CheckpointError(f"{origin}: {exc}; " + _remedy("partition")) from exc
+    _accept_unsealed(raw, origin=origin)
     return doc
 
 
-def _check_partition_fields(doc: dict[str, Any], *, origin: str) -> None:
-    """The fields a restore turns into numbers, checked up front: a wrong type is a clear
-    error naming the file and field, not a bare ``int()`` failure half-way through."""
-
-    def wrong(field: str, want: str) -> CheckpointError:
-        return CheckpointError(
-            f"{origin}: {field} must be {want}, found {_shown(field, doc)}; " + _remedy("partition")
-        )
-
-    position = doc.get("position")
-    if position is not None:
-        if type(position) is not dict:
-            raise wrong("position", "an object")
-        for name in _POSITION_INTS:
-            if name in position and not _is_count(position[name]):
-                raise wrong(f"position.{name}", "a whole number >= 0")
-        if not isinstance(position.get("fingerprint", ""), str):
-            raise wrong("position.fingerprint", "a string")
-    counters = doc.get("counters")
-    if type(counters) is not dict:
-        raise wrong("counters", "an object")
-    for name in ("read", "accepted"):
-        if not _is_count(counters.get(name)):
-            raise wrong(f"counters.{name}", "a whole number >= 0")
-    rejected = counters.get("rejected")
-    if type(rejected) is not dict or not all(_is_count(n) for n in rejected.values()):
-        raise wrong("counters.rejected", "an object of whole numbers >= 0")
-    for name in _INT_FIELDS:
-        if type(doc.get(name)) is not int:
-            raise wrong(name, "a whole number")
-    for name in ("stats", "alerts", "window"):
-        if type(doc.get(name)) is not dict:
-            raise wrong(name, "an object")
-
-
-def _is_count(value: object) -> bool:
-    return type(value) is int and value >= 0
-
-
-def _shown(field: str, doc: dict[str, Any]) -> str:
-    value: Any = doc
-    for part in field.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return repr(value)[:60]
-
-
-def _partition_document(partition: str, body: dict[str, Any]) -> dict[str, Any]:
+def _envelope(partition: str, body: dict[str, object]) -> dict[str, object]:
     return {"format": FORMAT, "version": VERSION, "partition": partition, **body}
 
 
@@ -316,7 +284,7 @@ class StateDir:
     def partition_path(self, partition: str) -> Path:
         return self.partitions_dir / f"{partition_filename(partition)}.json"
 
-    def load_partition(self, partition: str) -> dict[str, Any] | None:
+    def load_partition(self, partition: str) -> PartitionDocument | None:
         path = self.partition_path(partition)
         if not path.exists():
             return None
@@ -327,31 +295,28 @@ class StateDir:
             hint="; remove it or use another `state_dir`",
         )
 
-    def partitions(self) -> list[dict[str, Any]]:
+    def partitions(self) -> list[PartitionDocument]:
         if not self.partitions_dir.exists():
             return []
-        docs = []
-        for path in sorted(self.partitions_dir.glob("*.json")):
-            doc = _read(path, kind="partition")
-            _check_partition_fields(doc, origin=str(path))
-            _accept_unsealed(doc, origin=str(path))
-            docs.append(doc)
-        return docs
+        return [
+            _typed_partition(_read(path, kind="partition"), origin=str(path))
+            for path in sorted(self.partitions_dir.glob("*.json"))
+        ]
 
-    def encode_partition(self, partition: str, body: dict[str, Any]) -> list[bytes]:
-        """Serialise now (in the event loop, so the snapshot is consistent); ``body`` may
+    def encode_partition(self, doc: PartitionDocument) -> list[bytes]:
+        """Serialise now (in the event loop, so the snapshot is consistent); ``doc`` may
         hold :class:`~iotmon.state.encoding.Chunked` members."""
-        return _encode_sealed(_partition_document(partition, body))
+        return _encode_sealed(_envelope(doc.partition, partition_body(doc)))
 
-    def stage_partition(self, partition: str, body: dict[str, Any]) -> StagedFile:
+    def stage_partition(self, doc: PartitionDocument) -> StagedFile:
         """:meth:`encode_partition` straight into a temporary file beside the checkpoint, so
         the encoded state is never held in memory: the state dir is the only copy (file
         input, or Kafka without a changelog). Synchronous, like the encoding it replaces;
         :meth:`StagedFile.commit` then makes it durable and puts it in place."""
-        path = self.partition_path(partition)
+        path = self.partition_path(doc.partition)
         tmp = _temporary(path)
         with tmp.open("wb") as handle:
-            _encode_sealed(_partition_document(partition, body), write=handle.write)
+            _encode_sealed(_envelope(doc.partition, partition_body(doc)), write=handle.write)
         return StagedFile(tmp, path)
 
     def cache_partition(self, partition: str, payload: bytes | Fragments) -> None:
@@ -367,15 +332,20 @@ class StateDir:
     def process_path(self) -> Path:
         return self.root / "process.json"
 
-    def load_process(self) -> dict[str, Any] | None:
+    def load_process(self) -> ProcessDocument | None:
         if not self.process_path.exists():
             return None
-        doc = _read(self.process_path, kind="process")
-        _accept_unsealed(doc, origin=str(self.process_path))
+        origin = str(self.process_path)
+        raw = _read(self.process_path, kind="process")
+        try:
+            doc = decode_process_body(raw)
+        except DocumentError as exc:
+            raise CheckpointError(f"{origin}: {exc}; " + _remedy("process")) from exc
+        _accept_unsealed(raw, origin=origin)
         return doc
 
-    def write_process(self, body: dict[str, Any]) -> None:
-        payload = _encode_sealed({"format": FORMAT, "version": VERSION, **body})
+    def write_process(self, doc: ProcessDocument) -> None:
+        payload = _encode_sealed({"format": FORMAT, "version": VERSION, **process_body(doc)})
         _write_atomically(self.process_path, payload)
 
     def instance_id(self) -> str:

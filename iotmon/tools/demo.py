@@ -466,7 +466,7 @@ async def _run_kafka(
                         await task
         # stop() does not drain (a stopped consumer may be resumed); the demo is over, so
         # send what is still waiting for its group slot, and record that in the checkpoint.
-        await pipeline.alerter.flush(timeout=settings.flush_timeout, drain=True)
+        await pipeline.flush(timeout=settings.flush_timeout, drain=True)
         await pipeline.checkpoint()
         report = pipeline.snapshot()
     printer.final(report)

@@ -22,12 +22,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from iotmon.engine.assignment import ORIGINS
 from iotmon.errors import ConfigError
 from iotmon.notify import DeliveryStats
 from iotmon.settings import DEFAULT_METRICS_HOST
 
 if TYPE_CHECKING:
     from iotmon.engine.pipeline import Pipeline
+
 
 __all__ = ["PipelineCollector", "serve_metrics"]
 
@@ -79,17 +81,19 @@ class PipelineCollector(Collector):
         duration = GaugeMetricFamily(
             "iotmon_checkpoint_duration_seconds", "Duration of the last checkpoint."
         )
-        duration.add_metric([], p.last_checkpoint_seconds)
+        checkpointer = p.checkpointer
+        duration.add_metric([], checkpointer.last_seconds if checkpointer is not None else 0.0)
         yield duration
         age = GaugeMetricFamily("iotmon_checkpoint_age_seconds", "Time since the last checkpoint.")
-        age.add_metric([], p.last_checkpoint_age)
+        last = checkpointer.last_at if checkpointer is not None else p.started_at
+        age.add_metric([], time.monotonic() - last)
         yield age
         alerts = GaugeMetricFamily("iotmon_alerts", "Devices per alert state.", labels=["state"])
         states: Counter[str] = Counter(alerter.states().values() if alerter else ())
         for state in ("pending", "firing", "stale"):
             alerts.add_metric([state], states.get(state, 0))
         yield alerts
-        delivery = alerter.delivery_stats() if alerter else DeliveryStats()
+        delivery = p.notifications.stats() if p.opened else DeliveryStats()
         for name, help_text in (
             ("sent", "Notifications delivered."),
             ("retried", "Delivery attempts that failed and will be retried."),
@@ -112,7 +116,8 @@ class PipelineCollector(Collector):
             "Partitions taken on, by where their state came from (changelog, cache, memory, new).",
             labels=["origin"],
         )
-        for origin, count in sorted(p.restores.items()):
+        counts = p.assignment.restores if p.assignment is not None else dict.fromkeys(ORIGINS, 0)
+        for origin, count in sorted(counts.items()):
             restores.add_metric([origin], count)
         yield restores
         split = GaugeMetricFamily(

@@ -14,6 +14,7 @@ from typing import Any
 from iotmon.alerts import AlertSettings, AlertTracker
 from iotmon.alerts.rules import RuleBook
 from iotmon.report import DeviceSummaries, Report
+from iotmon.state.documents import JsonObject
 from iotmon.state.statedir import CheckpointError, StateDir
 from iotmon.stats import DeviceStats, StatsTable, WindowSpec
 
@@ -30,15 +31,18 @@ def read_status(state_dir: Path) -> Report:
     partitions: dict[str, dict[str, Any]] = {}
     try:
         for doc in docs:
-            spec = WindowSpec(**doc["window"])
-            table = StatsTable.from_state(spec, doc["stats"])
-            c = doc["counters"]
-            counters.append((c["read"], c["accepted"], Counter(c["rejected"]), table.late))
+            spec = WindowSpec(
+                window_us=doc.window.window_us,
+                pane_us=doc.window.pane_us,
+                lateness_us=doc.window.lateness_us,
+            )
+            table = StatsTable.from_state(spec, doc.stats)
+            counters.append((doc.read, doc.accepted, Counter(doc.rejected), table.late))
             tables.append(table.devices)
-            states.update(_alert_states(doc["partition"], doc.get("alerts")))
-            partitions[doc["partition"]] = {
-                "position": doc["position"],
-                "read": c["read"],
+            states.update(_alert_states(doc.partition, doc.alerts))
+            partitions[doc.partition] = {
+                "position": doc.position,
+                "read": doc.read,
                 "devices": len(table.devices),
             }
     except (KeyError, TypeError, ValueError) as exc:
@@ -57,7 +61,7 @@ class _Discard:
         """Reading a checkpoint replays nothing, so there is nothing to record."""
 
 
-def _alert_states(partition: str, state: Any) -> dict[str, str]:
+def _alert_states(partition: str, state: JsonObject) -> dict[str, str]:
     if not state:
         return {}
     tracker = AlertTracker.from_state(

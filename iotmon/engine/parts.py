@@ -1,0 +1,50 @@
+"""Building the parts a :class:`~iotmon.engine.pipeline.Pipeline` runs on, as its settings
+say: a file or stdin here, Kafka through :func:`iotmon.kafka.wiring.open_kafka_parts`
+(imported only then, so file-only runs never load aiokafka)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+
+from iotmon.engine.ports import Parts, SourceCommitter
+from iotmon.settings import Settings, SourceSettings
+from iotmon.sources.base import Source
+from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
+from iotmon.state.deadletters import DeadLetters, FileDeadLetters
+from iotmon.state.statedir import StateDir
+
+__all__ = ["as_source", "open_parts"]
+
+
+async def open_parts(
+    settings: Settings,
+    state_dir: StateDir,
+    *,
+    source: Source | None = None,
+    dead_letters: DeadLetters | None = None,
+) -> Parts:
+    """The source (not opened yet: it needs the engine's rebalance hooks), its dead-letter
+    sink and its commit side. ``source`` and ``dead_letters`` replace the configured ones."""
+    if source is None and settings.source.input is None:
+        from iotmon.kafka.wiring import open_kafka_parts
+
+        return await open_kafka_parts(settings, state_dir, dead_letters=dead_letters)
+    source = source or _line_source(settings.source)
+    sink = dead_letters or FileDeadLetters(settings.state_dir)
+    return Parts(source, sink, SourceCommitter(source))
+
+
+def as_source(
+    candidate: Source | AsyncIterable[bytes | str] | None, max_line_bytes: int
+) -> Source | None:
+    """Any async iterable of raw lines is a source."""
+    if candidate is None or isinstance(candidate, Source):
+        return candidate
+    return LineIterableSource(candidate, max_line_bytes=max_line_bytes)
+
+
+def _line_source(settings: SourceSettings) -> Source:
+    limit = settings.max_line_bytes
+    if settings.input == "-":
+        return LineIterableSource(stdin_lines(limit), name="stdin", max_line_bytes=limit)
+    return FileSource(settings.input_path, follow=settings.follow, max_line_bytes=limit)
