@@ -59,7 +59,7 @@ class ChangelogError(IotmonError, RuntimeError):
 
 
 def split_partition_name(name: str) -> TopicPartition:
-    """``"sensoresInfos:3"`` → ``TopicPartition("sensoresInfos", 3)``."""
+    """``"readings:3"`` → ``TopicPartition("readings", 3)``."""
     topic, _, number = name.rpartition(":")
     return TopicPartition(topic, int(number))
 
