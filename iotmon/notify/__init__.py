@@ -5,7 +5,9 @@
   tell) is the alerting side's (:mod:`iotmon.alerts.model`).
 - :mod:`~iotmon.notify.notifications` — :class:`Notifications`: digests in, rendered,
   queued and delivered.
-- :mod:`~iotmon.notify.message` — rendering (English or the original's Portuguese).
+- :mod:`~iotmon.notify.message` — rendering (English or the original's Portuguese), from
+  :mod:`~iotmon.notify.layout` by :mod:`~iotmon.notify.text`, :mod:`~iotmon.notify.html`
+  and :mod:`~iotmon.notify.words`.
 - :mod:`~iotmon.notify.outbox` — the durable queue in the state directory.
 - :mod:`~iotmon.notify.delivery` — the background worker that retries with backoff.
 - :mod:`~iotmon.notify.smtp` / :mod:`~iotmon.notify.eml` — the two built-in channels.
