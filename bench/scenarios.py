@@ -32,7 +32,7 @@ from bench.plan import Plan
 from bench.procs import RunResult, run
 from bench.smtp_sink import SmtpSink
 from bench.stats import Summary, against_baseline, percentile, summarize
-from iotmon.tools.simulate import format_line
+from iotmon.tools.readings import format_line
 
 __all__ = ["Bench"]
 

@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from iotmon.cli import app
 from iotmon.cli.consume import consume_settings
 from iotmon.config import ENV_PREFIX
-from iotmon.tools.produce import DEFAULT_BOOTSTRAP
+from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS as DEFAULT_BOOTSTRAP
 from tests.conftest import MakeTopic, SMTPCapture
 from tests.helpers import free_port, iotmon, metric, scrape_until, spawn
 

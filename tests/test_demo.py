@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from iotmon.tools.demo import DemoOptions, ReceivedEmail, demo_fleet, run_demo
+from iotmon.tools.demo import DemoOptions, demo_fleet, run_demo
+from iotmon.tools.demo_inbox import ReceivedEmail
 from tests.helpers import PATIENCE_S, iotmon
 
 

@@ -14,9 +14,10 @@ from prometheus_client.registry import CollectorRegistry
 from iotmon.alerts import AlertSettings
 from iotmon.engine.pipeline import Pipeline
 from iotmon.notify import EmailSettings, SmtpSettings
+from iotmon.parse import parse_event_time
 from iotmon.settings import Settings, SourceSettings
 from iotmon.stats import WindowSpec
-from iotmon.tools.simulate import Fleet, parse_event_time
+from iotmon.tools.fleet import Fleet
 from iotmon.views.metrics import serve_metrics
 from tests.conftest import MakeTopic, SMTPCapture
 from tests.helpers import (

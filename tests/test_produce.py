@@ -24,16 +24,17 @@ from typer.testing import CliRunner
 
 from iotmon.cli import app
 from iotmon.kafka.admin import KafkaUnavailableError, ensure_topic
+from iotmon.parse import parse_event_time
+from iotmon.tools.fleet import Fleet
+from iotmon.tools.line_chunks import iter_line_chunks
+from iotmon.tools.message_keys import extract_key
 from iotmon.tools.produce import (
     ProduceError,
     ProducerSettings,
     available_compressions,
-    extract_key,
-    iter_line_chunks,
     produce_files,
     produce_lines,
 )
-from iotmon.tools.simulate import Fleet, parse_event_time
 from tests.helpers import PATIENCE_S, SEED_FILE
 
 if TYPE_CHECKING:

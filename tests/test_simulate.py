@@ -18,20 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from iotmon.cli import app
-from iotmon.tools.simulate import (
-    BAD_KINDS,
-    BASELINE_MAX,
-    Fleet,
-    Readings,
-    SimulateSettings,
-    _unique_suffixes,
-    build_readings,
-    format_event_time,
-    format_line,
-    parse_event_time,
-    plan_horizon,
-    write_lines,
-)
+from iotmon.parse import format_event_time, parse_event_time
+from iotmon.tools.fleet import BAD_KINDS, BASELINE_MAX, Fleet, _unique_suffixes, plan_horizon
+from iotmon.tools.readings import Readings, format_line
+from iotmon.tools.simulate import SimulateSettings, build_readings, write_lines
 from tests.helpers import SEED_FILE
 
 SEED_LINE = (

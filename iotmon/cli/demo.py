@@ -18,7 +18,8 @@ from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS
 from iotmon.notify import Language
 
 if TYPE_CHECKING:
-    from iotmon.tools.demo import DemoOptions, ReceivedEmail
+    from iotmon.tools.demo import DemoOptions
+    from iotmon.tools.demo_inbox import ReceivedEmail
 
 _FLEET = "Fleet"
 _OUTPUT = "Output"
@@ -151,7 +152,8 @@ def demo(
 
 
 async def _main(options: DemoOptions) -> None:
-    from iotmon.tools.demo import format_email, format_summary, run_demo
+    from iotmon.tools.demo import run_demo
+    from iotmon.tools.demo_console import format_email, format_summary
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

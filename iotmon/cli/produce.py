@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import describe, opt
-from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.tools.produce import (
-    COMPRESSIONS,
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_KEY_FIELD,
-    DEFAULT_TOPIC,
-    ProduceError,
-    ProducerSettings,
-    ProduceStats,
-    produce_files,
-)
+from iotmon.kafka.settings import COMPRESSIONS, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
+from iotmon.tools.message_keys import DEFAULT_KEY_FIELD
 from iotmon.views.progress import Progress
+
+if TYPE_CHECKING:
+    from iotmon.tools.produce import ProduceStats
 
 
 @app.command("produce")
 def produce(
     files: Annotated[list[str], typer.Argument(metavar="FILE", help="Log files; '-' is stdin.")],
     bootstrap_servers: str = opt(
-        DEFAULT_BOOTSTRAP, "--bootstrap-servers", help="Kafka bootstrap HOST:PORT."
+        DEFAULT_BOOTSTRAP_SERVERS, "--bootstrap-servers", help="Kafka bootstrap HOST:PORT."
     ),
     topic: str = opt(DEFAULT_TOPIC, "--topic", help="Topic to produce to."),
     key_field: str = opt(
@@ -66,6 +59,13 @@ def produce(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
     """Load JSON-lines files into a Kafka topic, keyed by a field (id_equipamento)."""
+    # Imported here, not at the top: registering this command must not load aiokafka for
+    # every other one (a file-mode `consume` never needs it).
+    from aiokafka.errors import KafkaError
+
+    from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+    from iotmon.tools.produce import ProduceError, ProducerSettings, produce_files
+
     try:
         settings = ProducerSettings(
             bootstrap_servers=bootstrap_servers,

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import TYPE_CHECKING
 
 import typer
-from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import describe, opt, plain
-from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.tools.produce import DEFAULT_BOOTSTRAP, DEFAULT_KEY_FIELD, ProduceError
-from iotmon.tools.repartition import (
-    RepartitionError,
-    RepartitionSettings,
-    RepartitionStats,
-    repartition,
-)
+from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS
+from iotmon.tools.message_keys import DEFAULT_KEY_FIELD
 from iotmon.views.progress import Progress
+
+if TYPE_CHECKING:
+    from iotmon.tools.repartition import RepartitionSettings, RepartitionStats
 
 
 @app.command("repartition")
@@ -32,7 +29,7 @@ def repartition_command(
         6, "--partitions", min=1, help="Partitions of --to-topic when it has to be created."
     ),
     bootstrap_servers: str = opt(
-        DEFAULT_BOOTSTRAP, "--bootstrap-servers", help="Kafka bootstrap HOST:PORT."
+        DEFAULT_BOOTSTRAP_SERVERS, "--bootstrap-servers", help="Kafka bootstrap HOST:PORT."
     ),
     group: str = typer.Option(
         "",
@@ -52,6 +49,14 @@ def repartition_command(
     At-least-once: after a crash the copy resumes from its last commit and may repeat a few
     seconds of messages in --to-topic. Let it finish (--once) before consuming the copy.
     """
+    # Imported here, not at the top: registering this command must not load aiokafka for
+    # every other one (a file-mode `consume` never needs it).
+    from aiokafka.errors import KafkaError
+
+    from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+    from iotmon.tools.produce import ProduceError
+    from iotmon.tools.repartition import RepartitionError, RepartitionSettings
+
     try:
         settings = RepartitionSettings(
             bootstrap_servers=bootstrap_servers,
@@ -95,6 +100,8 @@ def repartition_command(
 
 
 async def _run(settings: RepartitionSettings, progress: Progress) -> RepartitionStats:
+    from iotmon.tools.repartition import repartition
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,27 +11,14 @@ from typing import IO
 
 import orjson
 import typer
-from aiokafka.errors import KafkaError
 
 from iotmon.cli import app
 from iotmon.cli.common import describe, opt
 from iotmon.errors import ConfigError
-from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
-from iotmon.tools.produce import (
-    COMPRESSIONS,
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_TOPIC,
-    ProduceError,
-    ProducerSettings,
-    produce_lines,
-)
-from iotmon.tools.simulate import (
-    Readings,
-    SimulateSettings,
-    build_readings,
-    parse_event_time,
-    write_lines,
-)
+from iotmon.kafka.settings import COMPRESSIONS, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
+from iotmon.parse import parse_event_time
+from iotmon.tools.readings import Readings
+from iotmon.tools.simulate import SimulateSettings, build_readings, write_lines
 from iotmon.views.progress import Progress
 
 _KAFKA = "Kafka output (used when --bootstrap-servers or --topic is given)"
@@ -140,7 +127,8 @@ def simulate(
         None,
         "--bootstrap-servers",
         rich_help_panel=_KAFKA,
-        help=f"Produce to Kafka at HOST:PORT (default {DEFAULT_BOOTSTRAP} when --topic is given).",
+        help=f"Produce to Kafka at HOST:PORT (default {DEFAULT_BOOTSTRAP_SERVERS} when --topic "
+        "is given).",
     ),
     topic: str | None = typer.Option(
         None, "--topic", rich_help_panel=_KAFKA, help=f"Kafka topic (default {DEFAULT_TOPIC})."
@@ -166,6 +154,13 @@ def simulate(
 
     --manifest records which devices overheat, spike, send bad lines or drop out, and when.
     """
+    # Imported here, not at the top: registering this command must not load aiokafka for
+    # every other one (a file-mode `consume` never needs it).
+    from aiokafka.errors import KafkaError
+
+    from iotmon.kafka.admin import KafkaUnavailableError, quiet_aiokafka
+    from iotmon.tools.produce import ProduceError, ProducerSettings, produce_lines
+
     to_kafka = bootstrap_servers is not None or topic is not None
     if to_kafka and output is not None:
         raise typer.BadParameter("use either --output or Kafka, not both", param_hint="--output")
@@ -188,7 +183,7 @@ def simulate(
     try:
         kafka = (
             ProducerSettings(
-                bootstrap_servers=bootstrap_servers or DEFAULT_BOOTSTRAP,
+                bootstrap_servers=bootstrap_servers or DEFAULT_BOOTSTRAP_SERVERS,
                 topic=topic or DEFAULT_TOPIC,
                 compression=compression,
                 acks=acks,

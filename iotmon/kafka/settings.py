@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-__all__ = ["DEFAULT_BOOTSTRAP_SERVERS", "DEFAULT_TOPIC", "KafkaSettings"]
+__all__ = ["COMPRESSIONS", "DEFAULT_BOOTSTRAP_SERVERS", "DEFAULT_TOPIC", "KafkaSettings"]
 
 DEFAULT_BOOTSTRAP_SERVERS: Final = "127.0.0.1:9092"
 DEFAULT_TOPIC: Final = "sensoresInfos"
+# Record-batch compressions a producer can ask for (lz4, zstd and snappy need cramjam).
+COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd", "snappy")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

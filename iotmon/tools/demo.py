@@ -8,23 +8,20 @@ overheating devices fire within seconds of wall time, while one-off spikes (a si
 reading moves a 60-s mean by a couple of degrees) and malformed lines must not fire.
 
 The fleet's manifest is the ground truth the result is compared with: which devices were
-designed to overheat, and which only spiked.
+designed to overheat, and which only spiked. The demo's mailbox is
+:mod:`iotmon.tools.demo_inbox`, its terminal output :mod:`iotmon.tools.demo_console`, its
+Kafka variant :mod:`iotmon.tools.demo_kafka`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email
-import email.policy
-import logging
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,41 +31,22 @@ from iotmon.engine.horizon import LONGEST_MAX_FUTURE_SECONDS
 from iotmon.engine.pipeline import Pipeline
 from iotmon.errors import ConfigError
 from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS, KafkaSettings
-from iotmon.notify import (
-    EmailSettings,
-    EmlNotifier,
-    Language,
-    Notification,
-    Notifier,
-    SmtpSettings,
-)
+from iotmon.notify import EmailSettings, EmlNotifier, Language, Notifier, SmtpSettings
 from iotmon.report import Report
 from iotmon.settings import Settings, SourceSettings
 from iotmon.sources.files import LineIterableSource
 from iotmon.state.deadletters import FileDeadLetters
 from iotmon.stats import WindowSpec
-from iotmon.tools.simulate import Fleet, Readings, wall_clock_us
-from iotmon.views.console import StatusPrinter
+from iotmon.tools.demo_console import status_printer
+from iotmon.tools.demo_inbox import Inbox, ReceivedEmail, RecordingEml, start_smtp_server
+from iotmon.tools.demo_kafka import create_topics, delete_topics, run_through_kafka
+from iotmon.tools.fleet import Fleet
+from iotmon.tools.readings import Readings, wall_clock_us
+from iotmon.tools.timelapse import lines_of, paced_chunks
 
-__all__ = [
-    "DemoOptions",
-    "DemoResult",
-    "ReceivedEmail",
-    "demo_fleet",
-    "demo_settings",
-    "format_email",
-    "format_summary",
-    "paced_chunks",
-    "run_demo",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["DemoOptions", "DemoResult", "demo_fleet", "demo_settings", "run_demo"]
 
 _US: Final = 1_000_000
-# How far past a line's due time the feeder sleeps: the lines due within this slack go out
-# together, which keeps the feeder at ~20 wake-ups per second whatever the rate.
-_PACE_SLACK_S: Final = 0.05
-_CATCH_UP_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,18 +100,6 @@ class DemoOptions:
             raise ConfigError(f"status-interval: must be > 0 seconds, got {self.status_interval}")
         if self.partitions < 1:
             raise ConfigError(f"partitions: must be >= 1, got {self.partitions}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceivedEmail:
-    """One email as the demo's SMTP server (or its outbox) received it."""
-
-    subject: str
-    body: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    after_s: float
-    """Wall seconds from the start of the stream to its arrival."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,7 +220,7 @@ async def run_demo(
         )
     state_kept = options.state_dir is not None
     state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="iotmon-demo-"))
-    inbox = _Inbox(on_email)
+    inbox = Inbox(on_email)
     fleet = demo_fleet(options)
     start_us = wall_clock_us()
     readings = fleet.readings(start_us=start_us, period=options.period)
@@ -271,7 +237,7 @@ async def run_demo(
     try:
         smtp: SmtpSettings | None = None
         if options.outbox is None:
-            smtp_server = await _start_smtp_server(inbox)
+            smtp_server = await start_smtp_server(inbox)
             host, port = smtp_server.sockets[0].getsockname()[:2]
             smtp_address = f"{host}:{port}"
             smtp = SmtpSettings(host=host, port=port, security="none", timeout=10.0)
@@ -283,20 +249,20 @@ async def run_demo(
             name = f"iotmon-demo-{secrets.token_hex(4)}"
             # The dead-letter topic too: a broker without topic auto-creation would refuse
             # the malformed lines the demo sends on purpose.
-            await _create_topics(options, [name, f"{name}.dlq"])
+            await create_topics(options, [name, f"{name}.dlq"])
             topic = name
             say(f"streaming through Kafka at {options.bootstrap_servers}, topic {topic}")
         settings = demo_settings(options, state_dir=state_dir, smtp=smtp, topic=topic)
         notifier: Notifier | None = None
         if options.outbox is not None:
-            notifier = _RecordingEml(EmlNotifier(options.outbox), inbox)
+            notifier = RecordingEml(EmlNotifier(options.outbox), inbox)
         inbox.started = time.monotonic()
         if options.duration is not None:
             deadline = asyncio.get_running_loop().call_later(options.duration, stop.set)
         if topic is None:
             report = await _run_local(options, settings, readings, stop, notifier)
         else:
-            report = await _run_kafka(options, settings, readings, stop, notifier, topic)
+            report = await run_through_kafka(options, settings, readings, stop, notifier, topic)
         # run() returned after delivery was confirmed (or flush_timeout passed), and the
         # server hands a message to the inbox before it answers 250: all emails are in.
         elapsed = time.monotonic() - inbox.started
@@ -307,7 +273,7 @@ async def run_demo(
             smtp_server.close()
             await smtp_server.wait_closed()
         if topic is not None and not options.keep_topic:
-            await _delete_topics(options.bootstrap_servers, [topic, f"{topic}.dlq"])
+            await delete_topics(options.bootstrap_servers, [topic, f"{topic}.dlq"])
         if not state_kept:
             shutil.rmtree(state_dir, ignore_errors=True)
     manifest = readings.manifest()
@@ -348,43 +314,6 @@ def _non_empty(path: Path) -> bool:
         return True
 
 
-# -- streaming -------------------------------------------------------------------------------
-
-
-async def paced_chunks(
-    readings: Readings, *, speed: float, stop: asyncio.Event
-) -> AsyncIterator[list[bytes]]:
-    """The lines of a simulated-time run, released when wall time reaches their event time
-    divided by ``speed``, in chunks of what became due together. Ends when ``stop`` is set."""
-    start_us = readings.start_us
-    assert start_us is not None, "paced_chunks needs a simulated-time run (start_us)"
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    chunk: list[bytes] = []
-    for line in readings:
-        # last_event_us is this line's event time: the demo has no late readings.
-        assert readings.last_event_us is not None
-        due = t0 + (readings.last_event_us - start_us) / _US / speed
-        wait = due - loop.time()
-        if wait > 0:
-            if chunk:
-                yield chunk
-                chunk = []
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait + _PACE_SLACK_S)
-        if stop.is_set():
-            break
-        chunk.append(line)
-    if chunk and not stop.is_set():
-        yield chunk
-
-
-async def _lines(chunks: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        for line in chunk:
-            yield line
-
-
 async def _run_local(
     options: DemoOptions,
     settings: Settings,
@@ -393,7 +322,7 @@ async def _run_local(
     notifier: Notifier | None,
 ) -> Report:
     source = LineIterableSource(
-        _lines(paced_chunks(readings, speed=options.speed, stop=stop)), name="demo"
+        lines_of(paced_chunks(readings, speed=options.speed, stop=stop)), name="demo"
     )
     pipeline = Pipeline(
         settings,
@@ -403,231 +332,7 @@ async def _run_local(
     )
     # The stream ending (stop or duration) ends run(): it then drains the pending digests
     # and waits for their delivery, so the last alerts of a short demo are still sent.
-    async with pipeline, _status(options, pipeline) as printer:
+    async with pipeline, status_printer(options, pipeline) as printer:
         report = await pipeline.run()
     printer.final(report)
     return report
-
-
-async def _run_kafka(
-    options: DemoOptions,
-    settings: Settings,
-    readings: Readings,
-    stop: asyncio.Event,
-    notifier: Notifier | None,
-    topic: str,
-) -> Report:
-    from iotmon.tools.produce import KafkaLoader, ProducerSettings
-
-    producer = ProducerSettings(
-        bootstrap_servers=options.bootstrap_servers,
-        topic=topic,
-        partitions=options.partitions,
-        create_topic=False,
-        linger_ms=20,
-        client_id="iotmon-demo",
-    )
-    pipeline = Pipeline(settings, notifier=notifier)
-    caught_up = asyncio.Event()
-    sent = -1
-
-    def check(p: Pipeline) -> None:
-        if sent >= 0 and p.counters()[0] >= sent:
-            caught_up.set()
-
-    pipeline.on_progress(check)
-
-    async def produce() -> None:
-        nonlocal sent
-        async with KafkaLoader(producer) as loader:
-            async for chunk in paced_chunks(readings, speed=options.speed, stop=stop):
-                await loader.send(chunk)
-        sent = loader.stats.sent
-        check(pipeline)
-
-    async with pipeline, _status(options, pipeline) as printer:
-        run = asyncio.create_task(pipeline.run(), name="iotmon-demo-pipeline")
-        feed = asyncio.create_task(produce(), name="iotmon-demo-producer")
-        try:
-            await asyncio.wait({run, feed}, return_when=asyncio.FIRST_COMPLETED)
-            if feed.done():
-                feed.result()  # a producer error ends the demo with that error
-                # A consumer never sees the end of a topic: wait until it has read what was
-                # produced, so the summary covers the whole stream.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(caught_up.wait(), _CATCH_UP_TIMEOUT_S)
-            pipeline.stop()
-            report = await run
-        finally:
-            for task in (run, feed):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-        # stop() does not drain (a stopped consumer may be resumed); the demo is over, so
-        # send what is still waiting for its group slot, and record that in the checkpoint.
-        await pipeline.flush(timeout=settings.flush_timeout, drain=True)
-        await pipeline.checkpoint()
-        report = pipeline.snapshot()
-    printer.final(report)
-    return report
-
-
-@contextlib.asynccontextmanager
-async def _status(options: DemoOptions, pipeline: Pipeline) -> AsyncIterator[StatusPrinter]:
-    printer = StatusPrinter(
-        pipeline, live=options.live, interval=options.status_interval, threshold=options.threshold
-    )
-    async with printer:
-        yield printer
-
-
-# -- Kafka -----------------------------------------------------------------------------------
-
-
-async def _create_topics(options: DemoOptions, topics: list[str]) -> None:
-    from iotmon.kafka.admin import ensure_topic
-
-    for topic in topics:
-        await ensure_topic(
-            options.bootstrap_servers, topic, partitions=options.partitions, timeout_s=15.0
-        )
-
-
-async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    # Best effort: a topic left behind is harmless, an error here would hide the summary.
-    try:
-        await admin.start()
-        existing = set(await admin.list_topics())
-        doomed = [t for t in topics if t in existing]
-        if doomed:
-            await admin.delete_topics(doomed)
-    except Exception as exc:
-        log.warning("could not delete the demo topic(s) %s: %s", ", ".join(topics), exc)
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
-# -- receiving email -------------------------------------------------------------------------
-
-
-class _Inbox:
-    def __init__(self, on_email: Callable[[ReceivedEmail], None] | None) -> None:
-        self.emails: list[ReceivedEmail] = []
-        self.started = time.monotonic()
-        self._on_email = on_email
-
-    def add(self, message: EmailMessage, *, mail_from: str, rcpt_tos: tuple[str, ...]) -> None:
-        body_part = message.get_body(preferencelist=("plain",))
-        body = body_part.get_content() if isinstance(body_part, EmailMessage) else ""
-        received = ReceivedEmail(
-            subject=str(message.get("Subject", "")),
-            body=body.rstrip("\n"),
-            mail_from=mail_from,
-            rcpt_tos=rcpt_tos,
-            after_s=time.monotonic() - self.started,
-        )
-        self.emails.append(received)
-        if self._on_email is not None:
-            self._on_email(received)
-
-
-class _SmtpHandler:
-    """aiosmtpd handler: accept every message and hand it to the inbox."""
-
-    def __init__(self, inbox: _Inbox) -> None:
-        self._inbox = inbox
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw: bytes = envelope.original_content or b""
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        self._inbox.add(
-            message, mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos)
-        )
-        return "250 OK: received by the iotmon demo"
-
-
-async def _start_smtp_server(inbox: _Inbox) -> asyncio.Server:
-    # aiosmtpd's SMTP protocol served on this loop (what its Controller does in a thread):
-    # no thread, no port race (port 0), and emails reach the inbox on the demo's own loop.
-    from aiosmtpd.smtp import SMTP
-
-    loop = asyncio.get_running_loop()
-    handler = _SmtpHandler(inbox)
-    # Quiet: aiosmtpd logs every connection at INFO.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    return await loop.create_server(
-        lambda: SMTP(handler, hostname="iotmon-demo", enable_SMTPUTF8=True, loop=loop),
-        host="127.0.0.1",
-        port=0,
-    )
-
-
-class _RecordingEml:
-    """The .eml channel, plus a copy of each written email for the demo's inbox."""
-
-    def __init__(self, eml: EmlNotifier, inbox: _Inbox) -> None:
-        self._eml = eml
-        self._inbox = inbox
-
-    async def __call__(self, notification: Notification) -> None:
-        await self._eml(notification)
-        message = notification.message
-        self._inbox.add(
-            message,
-            mail_from=str(message.get("From", "")),
-            rcpt_tos=tuple(str(message.get("To", "")).split(", ")),
-        )
-
-
-# -- presentation ----------------------------------------------------------------------------
-
-_RULE: Final = "=" * 78
-
-
-def format_email(received: ReceivedEmail, number: int) -> str:
-    """An email as the demo prints it: framed, subject first, then the plain-text body."""
-    head = (
-        f"EMAIL #{number}  received {received.after_s:.1f} s after the start  "
-        f"from {received.mail_from} to {', '.join(received.rcpt_tos)}"
-    )
-    return "\n".join([_RULE, head, f"Subject: {received.subject}", "-" * 78, received.body, _RULE])
-
-
-def format_summary(result: DemoResult) -> str:
-    """The end-of-run summary: what was streamed, who fired vs the ground truth, emails."""
-    report = result.report
-    reasons = ", ".join(f"{k} {v}" for k, v in report.rejected_by_reason.items()) or "none"
-    spikers_fired = sorted(set(result.spikers) & set(result.fired))
-    if result.emails:
-        first = result.first_email_after
-        emails = f"{len(result.emails)}, the first {first:.1f} s after the start"
-    else:
-        emails = "0 (a longer run gives the overheaters time to ramp up: try `duration` 40)"
-    via = f"SMTP server {result.smtp_address}" if result.smtp_address else "outbox (.eml files)"
-    lines = [
-        _RULE,
-        "demo summary",
-        f"streamed: {result.elapsed_s:.1f} s of wall time = {result.event_span_s:.0f} s of "
-        f"event time" + (f" through Kafka topic {result.topic}" if result.topic else ""),
-        f"readings: {report.readings} read, {report.accepted} accepted, "
-        f"{report.rejected} rejected (by reason: {reasons})",
-        f"devices: {len(report.devices)} tracked",
-        f"overheating devices (ground truth): {len(result.overheaters)}",
-        f"fired ({len(result.fired)}): {', '.join(result.fired) or 'none'}",
-        f"overheaters not fired yet ({len(result.not_fired)}): "
-        f"{', '.join(result.not_fired) or 'none'}",
-        f"fired but not designed to overheat ({len(result.unexpected)}): "
-        f"{', '.join(result.unexpected) or 'none'}",
-        f"spiking devices that fired: {len(spikers_fired)} of {len(result.spikers)}",
-        f"emails received ({via}): {emails}",
-    ]
-    if result.state_kept:
-        lines.append(f"state (checkpoints, dead letters, alerts log): {result.state_dir}")
-    lines.append(_RULE)
-    return "\n".join(lines)

@@ -6,18 +6,17 @@ and stay ordered. Messages are packed into per-partition record batches ourselve
 (``create_batch``/``send_batch``) instead of one ``send()`` coroutine per message: aiokafka's
 per-message path costs tens of µs per line, the batch builder is Cython. Partitions are chosen
 exactly like the Java client and aiokafka's default partitioner (murmur2 of the key), so the
-key → partition mapping is the one every other Kafka client computes.
+key → partition mapping is the one every other Kafka client computes. How input is read is
+:mod:`iotmon.tools.line_chunks`; how a line's key is found, :mod:`iotmon.tools.message_keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from types import TracebackType
@@ -31,32 +30,23 @@ from aiokafka.partitioner import murmur2
 
 from iotmon.errors import IotmonError
 from iotmon.kafka.admin import KafkaUnavailableError, KafkaUnreachableError, ensure_topic
-from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
+from iotmon.kafka.settings import COMPRESSIONS, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
+from iotmon.tools.line_chunks import iter_line_chunks
+from iotmon.tools.message_keys import DEFAULT_KEY_FIELD, key_from, scan_string_field
 from iotmon.views.progress import Pacer, Progress
 
 __all__ = [
-    "COMPRESSIONS",
-    "DEFAULT_BOOTSTRAP",
-    "DEFAULT_KEY_FIELD",
-    "DEFAULT_TOPIC",
     "KafkaLoader",
-    "KafkaUnavailableError",
     "ProduceError",
     "ProduceStats",
     "ProducerSettings",
     "available_compressions",
-    "extract_key",
-    "iter_line_chunks",
     "produce_files",
     "produce_lines",
 ]
 
-DEFAULT_BOOTSTRAP: Final = DEFAULT_BOOTSTRAP_SERVERS
-DEFAULT_KEY_FIELD: Final = "id_equipamento"
-COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd", "snappy")
 ACKS: Final = ("1", "all")
 
-_READ_SIZE: Final = 1 << 20
 _PARTITION_CACHE_MAX: Final = 200_000
 # Bounds the memory held by delivered-but-unchecked batch futures.
 _MAX_PENDING_FUTURES: Final = 256
@@ -78,7 +68,7 @@ class ProducerSettings:
     """Where and how to produce. ``key_field`` is a dotted path into the JSON line
     (``None``: no keys). ``rate`` caps lines per second (``None``: as fast as possible)."""
 
-    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
     topic: str = DEFAULT_TOPIC
     key_field: str | None = DEFAULT_KEY_FIELD
     acks: str = "all"
@@ -132,55 +122,6 @@ class ProduceStats:
     @property
     def rate(self) -> float:
         return self.sent / self.elapsed if self.elapsed > 0 else 0.0
-
-
-def _scan_string_field(line: bytes, name: bytes) -> bytes | None:
-    # Best effort for lines that are not valid JSON (e.g. truncated): the first
-    # `"name": "value"` pair whose value is a complete string without escapes.
-    pos = line.find(b'"' + name + b'"')
-    if pos < 0:
-        return None
-    i = pos + len(name) + 2
-    rest = line[i : i + 8].lstrip()
-    if not rest.startswith(b":"):
-        return None
-    i = line.index(b":", i) + 1
-    while i < len(line) and line[i] in b" \t":
-        i += 1
-    if i >= len(line) or line[i] != 0x22:  # '"'
-        return None
-    end = line.find(b'"', i + 1)
-    if end < 0:
-        return None
-    value = line[i + 1 : end]
-    return value if value and b"\\" not in value else None
-
-
-def _key_from(obj: Any, path: Sequence[str]) -> bytes | None:
-    for part in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(part)
-    if isinstance(obj, str):
-        return obj.encode() if obj else None
-    if isinstance(obj, int | float) and not isinstance(obj, bool):
-        return str(obj).encode()
-    return None
-
-
-def extract_key(line: bytes, field: str) -> bytes | None:
-    """The message key for a line: the string (or number) at dotted path ``field``.
-
-    Valid JSON is looked up exactly; for a line that is not valid JSON the first complete
-    ``"<last path part>":"<value>"`` pair is used, so that a damaged reading still goes to its
-    device's partition. ``None`` when there is nothing usable.
-    """
-    path = field.split(".")
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return _scan_string_field(line, path[-1].encode())
-    return _key_from(obj, path)
 
 
 class KafkaLoader:
@@ -307,7 +248,7 @@ class KafkaLoader:
                         stats.skipped_invalid += 1
                         continue
                     if path is not None:
-                        key = _scan_string_field(line, self._last_field)
+                        key = scan_string_field(line, self._last_field)
                 else:
                     if skip_invalid and not isinstance(obj, dict):
                         stats.skipped_invalid += 1
@@ -318,9 +259,9 @@ class KafkaLoader:
                         if type(value) is str:
                             key = value.encode() or None
                         elif value is not None:
-                            key = _key_from(obj, path or ())
+                            key = key_from(obj, path or ())
                     elif path is not None:
-                        key = _key_from(obj, path)
+                        key = key_from(obj, path)
             if key is None:
                 stats.keyless += 1
                 p = self._partition(None)
@@ -425,76 +366,6 @@ async def produce_lines(
             # Yield even when not pacing so the sender task gets to run between chunks.
             await asyncio.sleep(wait)
     return loader.stats
-
-
-async def iter_line_chunks(
-    stream: IO[bytes],
-    *,
-    on_idle: Callable[[], Awaitable[None]] | None = None,
-    idle_s: float = 0.05,
-) -> AsyncIterator[list[bytes]]:
-    """Lines of a binary stream, in chunks, without ``\\n``/``\\r\\n``.
-
-    Pipes and terminals are read through the event loop (a blocked read must neither stall
-    the loop nor keep a thread alive at Ctrl-C); regular files and file-like objects in a
-    worker thread. While a read waits longer than ``idle_s``, ``on_idle`` is awaited, e.g. to
-    send what was buffered so far when a slow pipe feeds us.
-    """
-    read, close = await _reader(stream)
-    rest = b""
-    try:
-        while True:
-            task = asyncio.ensure_future(read())
-            try:
-                while not task.done():
-                    await asyncio.wait({task}, timeout=idle_s)
-                    if not task.done() and on_idle is not None:
-                        await on_idle()
-            finally:
-                if not task.done():
-                    task.cancel()
-            data = task.result()
-            if not data:
-                break
-            lines = (rest + data).split(b"\n")
-            rest = lines.pop()
-            if b"\r" in data:
-                lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-            if lines:
-                yield lines
-    finally:
-        close()
-    if rest.endswith(b"\r"):
-        rest = rest[:-1]
-    if rest:
-        yield [rest]
-
-
-async def _reader(
-    stream: IO[bytes],
-) -> tuple[Callable[[], Awaitable[bytes]], Callable[[], None]]:
-    try:
-        mode = os.fstat(stream.fileno()).st_mode
-    except (AttributeError, OSError, ValueError):
-        mode = None
-    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_READ_SIZE)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), stream
-        )
-
-        async def read_pipe() -> bytes:
-            return await reader.read(_READ_SIZE)
-
-        return read_pipe, transport.close
-    read_fn = getattr(stream, "read1", stream.read)
-
-    async def read_file() -> bytes:
-        data: bytes = await asyncio.to_thread(read_fn, _READ_SIZE)
-        return data
-
-    return read_file, lambda: None
 
 
 def _check_readable(paths: Sequence[str]) -> None:

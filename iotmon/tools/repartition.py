@@ -37,7 +37,8 @@ from aiokafka.errors import KafkaConnectionError
 
 from iotmon.errors import IotmonError
 from iotmon.kafka.admin import KafkaUnreachableError, partitions_of
-from iotmon.tools.produce import DEFAULT_KEY_FIELD, KafkaLoader, ProducerSettings, ProduceStats
+from iotmon.tools.message_keys import DEFAULT_KEY_FIELD
+from iotmon.tools.produce import KafkaLoader, ProducerSettings, ProduceStats
 from iotmon.views.progress import Progress
 
 __all__ = ["RepartitionError", "RepartitionSettings", "RepartitionStats", "repartition"]
