@@ -242,6 +242,33 @@ def test_a_plant_wide_event_lists_the_hottest_and_counts_the_rest() -> None:
     assert "… and 49,900 more" in html
 
 
+def test_what_changed_is_listed_and_charted_first_however_cool() -> None:
+    """150 devices still firing hotter than the one that just started: the new one is
+    what the digest is about, so it is in the table and has its chart."""
+    still = tuple(
+        dataclasses.replace(trend_report(f"Equipament-{n:03d}", [90.0] * 30), new=False)
+        for n in range(150)
+    )
+    fresh = trend_report("Equipament-new", [76.0] * 30)
+    digest = Digest(
+        digest_id="d" * 32,
+        kind="change",
+        slot_us=1_678_882_600_000_000,
+        recipients=(),
+        metric="window",
+        firing=(*still, fresh),
+    )
+    message = received(render_email(digest, settings=EN, now=NOW))
+    plain, html = text_of(message, "plain"), text_of(message, "html")
+    assert "Firing (151)" in plain and "… and 51 more" in plain
+    assert "Equipament-new" in plain
+    # Its chart is drawn: the row links an image that is attached.
+    row = html[html.index("Equipament-new") :]
+    cid = row[row.index('src="cid:') + 9 : row.index('"', row.index('src="cid:') + 9)]
+    attached = {p["Content-ID"].strip("<>") for p in message.walk() if p["Content-ID"]}
+    assert cid in attached
+
+
 def test_without_trends_the_email_has_no_images() -> None:
     bare = dataclasses.replace(trend_report("d", [80.0]), trend=(), pane_s=0.0)
     digest = Digest(

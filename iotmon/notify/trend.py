@@ -16,6 +16,7 @@ clients show those, unlike SVG, scripts or remote images.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -104,6 +105,9 @@ class Trend:
 
     def png(self) -> bytes:
         """The sparkline as a PNG of :meth:`size` CSS pixels, at twice the resolution."""
+        return _png_of(self.points, self.threshold)
+
+    def _draw(self) -> bytes:
         # Imported here: only a digest with trends pays for Pillow, not every start-up.
         from PIL import Image, ImageDraw
 
@@ -138,6 +142,15 @@ class Trend:
     def size(self) -> tuple[int, int]:
         """(width, height) of the PNG in CSS pixels."""
         return len(self.points) * (BAR_PX + GAP_PX) - GAP_PX, HEIGHT_PX
+
+
+@functools.lru_cache(maxsize=1024)
+def _png_of(points: tuple[float | None, ...], threshold: float) -> bytes:
+    """Drawn once per chart: a firing device is listed in digest after digest, and its
+    chart only changes when a pane does, while drawing and compressing it is most of what
+    rendering an email costs (on the data path, where it delays every alert behind it)."""
+    chart = Trend(points=points, threshold=threshold, change=None, change_s=0.0, window_s=0.0)
+    return chart._draw()
 
 
 def _buckets(means: Sequence[float | None]) -> tuple[float | None, ...]:

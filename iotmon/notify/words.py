@@ -268,7 +268,9 @@ class _English(Words):
         return f"{trend.change:+.1f} °C in {_span(trend.change_s)}"
 
     def capped(self, images: int) -> str:
-        return f"Trend charts of the first {images} devices; the plain-text part has them all."
+        return (
+            f"Trend charts of {images} devices, new ones first; the plain-text part has them all."
+        )
 
     def unlisted(self, count: int) -> str:
         return f"… and {count:,} more, cooler than those above (`iotmon status` lists them all)"
@@ -384,7 +386,10 @@ class _Portuguese(Words):
         return f"{trend.change:+.1f} ºC em {_span(trend.change_s)}"
 
     def capped(self, images: int) -> str:
-        return f"Gráficos de tendência dos {images} primeiros sensores; a parte em texto tem todos."
+        return (
+            f"Gráficos de tendência de {images} sensores, novos primeiro; "
+            "a parte em texto tem todos."
+        )
 
     def unlisted(self, count: int) -> str:
         more = f"{count:,}".replace(",", ".")
