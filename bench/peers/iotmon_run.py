@@ -70,13 +70,14 @@ def main() -> None:
 
 
 def _pipeline_class() -> Any:
-    """The class whose ``apply`` takes each batch: ``Pipeline`` of ``iotmon.pipeline``, or of
-    a module named ``pipeline`` anywhere in the package."""
+    """The class whose ``apply`` takes each batch: ``Pipeline`` of ``iotmon.engine.pipeline``
+    (``iotmon.pipeline`` before the engine had its package), or of a module named
+    ``pipeline`` anywhere in the package."""
     import iotmon
 
     # Lazily: walking the package imports every subpackage, which would weigh on start-up.
     names = itertools.chain(
-        ["iotmon.pipeline"],
+        ["iotmon.engine.pipeline", "iotmon.pipeline"],
         (
             found.name
             for found in pkgutil.walk_packages(iotmon.__path__, "iotmon.")

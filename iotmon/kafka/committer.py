@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
-from iotmon.engine.ports import Checkpoint, Stored
+from iotmon.engine.ports import Checkpoint, SourceCommitter, Stored
 from iotmon.kafka.changelog import KafkaChangelog
 from iotmon.kafka.source import KafkaSource
 from iotmon.sources.base import Position
@@ -20,26 +20,16 @@ from iotmon.state.deadletters import TakenDeadLetters
 __all__ = ["ChangelogCommitter", "OffsetCommitter"]
 
 
-class OffsetCommitter:
+class OffsetCommitter(SourceCommitter):
     """Offsets only: the state directory holds the only copy of the state (one instance
     per group)."""
 
-    shared = False
-
     def __init__(self, source: KafkaSource) -> None:
-        self._source = source
-
-    @property
-    def store(self) -> str:
-        return "the state directory"
+        super().__init__(source)
+        self._kafka = source
 
     def outdated(self) -> bool:
-        return self._source.outdated()
-
-    async def latest(
-        self, names: Collection[str], *, known: Mapping[str, str | None]
-    ) -> Mapping[str, Stored]:
-        return {}
+        return self._kafka.outdated()
 
     async def commit(
         self,
@@ -49,16 +39,9 @@ class OffsetCommitter:
         *,
         durable: Callable[[], Awaitable[None]],
     ) -> bool:
-        await dead.send()
-        await durable()
-        await self._source.commit(dict(positions))
-        return self._source.committed
-
-    def forget(self, partition: str) -> None:
-        """Nothing kept per partition."""
-
-    async def close(self) -> None:
-        """Nothing of its own: the source is closed on its own."""
+        await super().commit(checkpoints, dead, positions, durable=durable)
+        # False when a rebalance took the partitions before the offsets went through.
+        return self._kafka.committed
 
 
 class ChangelogCommitter:
