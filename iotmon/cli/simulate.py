@@ -17,6 +17,7 @@ from iotmon.cli.common import describe, opt
 from iotmon.errors import ConfigError
 from iotmon.kafka.settings import COMPRESSIONS, DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_TOPIC
 from iotmon.parse import parse_event_time
+from iotmon.tools.fleet import DEFAULT_BEHAVIOUR
 from iotmon.tools.readings import Readings
 from iotmon.tools.simulate import SimulateSettings, build_readings, write_lines
 from iotmon.views.progress import Progress
@@ -65,7 +66,7 @@ def simulate(
         None, "--rate", min=0.001, help="Lines per wall-clock second (default: unlimited)."
     ),
     overheat_fraction: float = typer.Option(
-        0.1,
+        DEFAULT_BEHAVIOUR.overheat_fraction,
         "--overheat-fraction",
         min=0.0,
         max=1.0,
@@ -73,10 +74,13 @@ def simulate(
         help="Share of devices that ramp up to --overheat-to and stay there.",
     ),
     overheat_to: float = typer.Option(
-        85.0, "--overheat-to", rich_help_panel=_BEHAVIOUR, help="Overheat level in °C."
+        DEFAULT_BEHAVIOUR.overheat_to,
+        "--overheat-to",
+        rich_help_panel=_BEHAVIOUR,
+        help="Overheat level in °C.",
     ),
     spike_rate: float = typer.Option(
-        0.0,
+        DEFAULT_BEHAVIOUR.spike_rate,
         "--spike-rate",
         min=0.0,
         max=1.0,
@@ -84,7 +88,7 @@ def simulate(
         help="Probability that a reading is a one-off outlier (150-199 °C).",
     ),
     bad_rate: float = typer.Option(
-        0.0,
+        DEFAULT_BEHAVIOUR.bad_rate,
         "--bad-rate",
         min=0.0,
         max=1.0,
@@ -93,7 +97,7 @@ def simulate(
         "wrong nesting).",
     ),
     late_rate: float = typer.Option(
-        0.0,
+        DEFAULT_BEHAVIOUR.late_rate,
         "--late-rate",
         min=0.0,
         max=1.0,
@@ -101,14 +105,14 @@ def simulate(
         help="Probability that a reading's event time lags (out of order).",
     ),
     late_by: float = typer.Option(
-        30.0,
+        DEFAULT_BEHAVIOUR.late_by,
         "--late-by",
         min=0.0,
         rich_help_panel=_BEHAVIOUR,
         help="Maximum lag of a late reading, in seconds (drawn from 0.5-1 x this).",
     ),
     dropout_fraction: float = typer.Option(
-        0.0,
+        DEFAULT_BEHAVIOUR.dropout_fraction,
         "--dropout-fraction",
         min=0.0,
         max=1.0,

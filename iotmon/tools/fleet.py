@@ -191,6 +191,10 @@ class Behaviour:
             raise ConfigError(f"horizon must be > 0 seconds, got {self.horizon_s}")
 
 
+DEFAULT_BEHAVIOUR: Final = Behaviour()
+"""The scenario knobs' defaults, for everything that offers them one by one (the CLI)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Fleet:
     """The devices and their scenario. Immutable: each :meth:`readings` call replays the run."""
@@ -207,13 +211,13 @@ class Fleet:
         *,
         devices: int = 50,
         seed: int | None = None,
-        overheat_fraction: float = 0.1,
-        overheat_to: float = 85.0,
-        spike_rate: float = 0.0,
-        bad_rate: float = 0.0,
-        late_rate: float = 0.0,
-        late_by: float = 30.0,
-        dropout_fraction: float = 0.0,
+        overheat_fraction: float = DEFAULT_BEHAVIOUR.overheat_fraction,
+        overheat_to: float = DEFAULT_BEHAVIOUR.overheat_to,
+        spike_rate: float = DEFAULT_BEHAVIOUR.spike_rate,
+        bad_rate: float = DEFAULT_BEHAVIOUR.bad_rate,
+        late_rate: float = DEFAULT_BEHAVIOUR.late_rate,
+        late_by: float = DEFAULT_BEHAVIOUR.late_by,
+        dropout_fraction: float = DEFAULT_BEHAVIOUR.dropout_fraction,
         horizon_s: float = DEFAULT_HORIZON_S,
     ) -> Fleet:
         """Draw a fleet. ``seed=None`` picks a random seed (kept in :attr:`seed`)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import IO
 
-from iotmon.tools.fleet import Fleet, plan_horizon
+from iotmon.tools.fleet import DEFAULT_BEHAVIOUR, Fleet, plan_horizon
 from iotmon.tools.readings import Readings
 from iotmon.views.progress import Pacer, Progress
 
@@ -34,13 +34,13 @@ class SimulateSettings:
     start_us: int | None = None
     period: float = 1.0
     rate: float | None = None
-    overheat_fraction: float = 0.1
-    overheat_to: float = 85.0
-    spike_rate: float = 0.0
-    bad_rate: float = 0.0
-    late_rate: float = 0.0
-    late_by: float = 30.0
-    dropout_fraction: float = 0.0
+    overheat_fraction: float = DEFAULT_BEHAVIOUR.overheat_fraction
+    overheat_to: float = DEFAULT_BEHAVIOUR.overheat_to
+    spike_rate: float = DEFAULT_BEHAVIOUR.spike_rate
+    bad_rate: float = DEFAULT_BEHAVIOUR.bad_rate
+    late_rate: float = DEFAULT_BEHAVIOUR.late_rate
+    late_by: float = DEFAULT_BEHAVIOUR.late_by
+    dropout_fraction: float = DEFAULT_BEHAVIOUR.dropout_fraction
 
 
 def build_readings(settings: SimulateSettings) -> Readings:
