@@ -87,15 +87,16 @@ def _report(
 def sample(name: str) -> Digest:
     """One of :data:`SAMPLES`."""
     hot = _report("Equipament-0323XH-746LM", _trend(1, 80.4, 88.9), since_s=173, new=True)
+    one_new = Digest(
+        digest_id="5a3c0e9d2b7f41c6a8e0d1f2b3c4d5e6",
+        kind="change",
+        slot_us=NOW_US,
+        recipients=(),
+        metric="window",
+        firing=(hot,),
+    )
     if name == "one-new":
-        return Digest(
-            digest_id="5a3c0e9d2b7f41c6a8e0d1f2b3c4d5e6",
-            kind="change",
-            slot_us=NOW_US,
-            recipients=(),
-            metric="window",
-            firing=(hot,),
-        )
+        return one_new
     firing = (
         hot,
         _report("Equipament-1187QB-220TR", _trend(2, 73.1, 77.9), since_s=41, new=True),
@@ -107,21 +108,16 @@ def sample(name: str) -> Digest:
         ),
     )
     if name == "reminder":
-        return Digest(
+        return replace(
+            one_new,
             digest_id="9e8d7c6b5a4f43e2b1c0d9e8f7a6b5c4",
             kind="reminder",
-            slot_us=NOW_US,
-            recipients=(),
-            metric="window",
             firing=tuple(replace(r, new=False, since_us=r.since_us - 4 * 3600 * S) for r in firing),
         )
     if name == "mixed":
-        return Digest(
+        return replace(
+            one_new,
             digest_id="c0ffee00d15ea5e0b1a2c3d4e5f60718",
-            kind="change",
-            slot_us=NOW_US,
-            recipients=(),
-            metric="window",
             firing=firing,
             resolved=(
                 _report(
