@@ -30,7 +30,8 @@ digest), so:
   digest's identity, and a replay after a crash regenerates the same ids whether or not a
   silence started or ended in between — the outbox drops the copies, no duplicate email
   (the cost: a replayed digest keeps the silences of its first rendering);
-* a digest left with nothing to tell is not sent at all;
+* a digest left with nothing to tell is not sent at all: a change digest whose changes
+  are all silenced devices', a reminder whose firing devices are all silenced;
 * a device that resolves (or recovers) while silenced is not reported: the silence said
   "we know"; the alerts log has the transition;
 * when a silence ends and a device it held back still fires (or is still stale), the
@@ -344,7 +345,9 @@ class DigestScheduler:
         stale = {d: c for d, c in group.stale.items() if d not in quiet}
         resolved = {d: c for d, c in resolved.items() if d not in quiet}
         recovered = {d: c for d, c in recovered.items() if d not in quiet}
-        if quiet and not (firing or stale or resolved or recovered):
+        # Nothing to tell when every change in it is a silenced device's (the others still
+        # firing wait for their reminder, as they would have without this digest).
+        if quiet and not (any(c.device not in quiet for c in taken) if taken else firing):
             return None
         settings = self.settings
         return Digest(
