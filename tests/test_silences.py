@@ -120,9 +120,7 @@ def due(s: DigestScheduler, at_s: float) -> list[Digest]:
     return s.due(T0 + round(at_s * S), live=no_live_stats)
 
 
-def test_a_silenced_device_is_left_out_and_counted_and_a_digest_of_only_silenced_ones_is_not_sent() -> (
-    None
-):
+def test_silenced_devices_are_left_out_and_counted_and_only_silenced_changes_send_nothing() -> None:
     clock = FakeClock()
     live = Silences([silence("a")], clock=clock)
     s = scheduler(live)
