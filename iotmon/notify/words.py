@@ -280,10 +280,9 @@ class _English(Words):
         return f"… and {count:,} more, cooler than those above (`iotmon status` lists them all)"
 
     def silenced(self, count: int) -> str:
-        verb = "is" if count == 1 else "are"
         return (
-            f"{count:,} {_plural(count, 'device')} silenced: left out here, {verb} still "
-            "watched (`iotmon silence list`)."
+            f"{count:,} {_plural(count, 'device')} silenced: not listed here, still watched "
+            "(`iotmon silence list`)."
         )
 
 
@@ -408,9 +407,9 @@ class _Portuguese(Words):
 
     def silenced(self, count: int) -> str:
         many = f"{count:,}".replace(",", ".")
-        word = "silenciado" if count == 1 else "silenciados"
+        s = "" if count == 1 else "s"
         return (
-            f"{many} {_sensores(count)} {word}: fora desta mensagem, ainda monitorados "
+            f"{many} {_sensores(count)} silenciado{s}: fora desta lista, ainda monitorado{s} "
             "(`iotmon silence list`)."
         )
 
