@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": str(3600 * 1000)}
 _FOLLOW_WAIT_MS: Final = 500
+_RETRY_S: Final = 10.0
 
 
 def silences_topic(group: str) -> str:
@@ -103,12 +104,44 @@ class KafkaSilenceWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Read every silence, then follow the topic. If that fails (a broker that refuses
+        to create the topic), monitoring goes on without silences — mailing too much
+        beats not watching at all — and the watch keeps trying in the background."""
+        try:
+            await self._open()
+        except (KafkaError, KafkaUnavailableError) as exc:
+            log.error(
+                "cannot read the silences topic %s (%s): running without silences until it "
+                "can; create it (compacted, 1 partition) or let iotmon create topics",
+                self._store.topic,
+                exc,
+            )
+            self._task = asyncio.create_task(self._retry(), name="iotmon-silences")
+            return
+        assert self._consumer is not None
+        self._task = asyncio.create_task(self._follow(self._consumer), name="iotmon-silences")
+
+    async def _open(self) -> None:
         store = self._store
         await store._ensure()
         consumer = self._consumer = await _start_consumer(store.bootstrap_servers)
         # All of it before the first reading: a silence must not lapse across a restart.
         await _catch_up(consumer, store.topic, self.silences)
-        self._task = asyncio.create_task(self._follow(consumer), name="iotmon-silences")
+
+    async def _retry(self) -> None:
+        while True:
+            await asyncio.sleep(_RETRY_S)
+            if self._consumer is not None:
+                await self._consumer.stop()
+                self._consumer = None
+            try:
+                await self._open()
+            except (KafkaError, KafkaUnavailableError) as exc:
+                log.debug("silences topic still unavailable: %s", exc)
+                continue
+            log.info("reading silences from %s again", self._store.topic)
+            assert self._consumer is not None
+            await self._follow(self._consumer)
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
