@@ -366,8 +366,8 @@ class _Silencer:
         await self.store.add(silence)
         device = silence.pattern
         self._say(
-            f"silenced {device} for 1 h (as `iotmon silence add {device} --for 1h` would): "
-            "the next digests leave it out and count it"
+            f"silenced {device} for 1 h, as `iotmon silence add` does: the next digests "
+            "leave it out and count it"
         )
 
     async def done(self) -> None:
