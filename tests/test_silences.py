@@ -5,6 +5,8 @@ test_silences_kafka.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import html
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,13 @@ from iotmon.alerts.silences import (
     parse_time,
 )
 from iotmon.errors import ConfigError
-from iotmon.notify import Digest
+from iotmon.notify import Digest, EmailSettings, render_email
+from iotmon.notify.preview import sample
 from iotmon.state.silences import FileSilenceStore, FileSilenceWatch
 from tests.test_digest import T0, change, no_live_stats
+from tests.test_email_golden import EN, PT, received
+from tests.test_email_golden import NOW as GOLDEN_NOW
+from tests.test_email_golden import text_of as golden_text
 
 S = 1_000_000
 NOW = 1_790_000_000.0
@@ -181,3 +187,37 @@ def test_a_silence_lifted_over_a_device_that_resolved_meanwhile_sends_nothing() 
 
 def slot_s(digest: Digest) -> float:
     return (digest.slot_us - T0) / S
+
+
+# -- what emails say -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "line"),
+    [
+        (EN, "2 devices silenced: not listed here, still watched (`iotmon silence list`)."),
+        (
+            PT,
+            "2 sensores silenciados: fora desta lista, ainda monitorados (`iotmon silence list`).",
+        ),
+    ],
+)
+def test_an_email_says_how_many_devices_are_silenced_and_nothing_else_changes(
+    settings: EmailSettings, line: str
+) -> None:
+    plain = sample("mixed")
+    quiet = dataclasses.replace(plain, silenced=2)
+    before, after = (
+        received(render_email(d, settings=settings, now=GOLDEN_NOW)) for d in (plain, quiet)
+    )
+    lines_before = golden_text(before, "plain").splitlines()
+    lines_after = golden_text(after, "plain").splitlines()
+    assert [x for x in lines_after if x not in lines_before] == [line]
+    assert len(lines_after) == len(lines_before) + 1
+    assert html.escape(line, quote=True) in golden_text(after, "html")
+    assert "silenc" not in golden_text(before, "html")
+    # Queued digests round-trip, and those queued before silences read as none silenced.
+    assert Digest.from_json(quiet.to_json()) == quiet
+    old = quiet.to_json()
+    del old["silenced"]
+    assert Digest.from_json(old) == plain
