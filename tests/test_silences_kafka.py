@@ -5,6 +5,7 @@ restart), expiring it lets their mail through again, and a restarted group keeps
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +13,11 @@ from pathlib import Path
 from subprocess import Popen
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
+from iotmon.alerts.silences import Silences
+from iotmon.kafka.silences import KafkaSilenceWatch
 from tests.conftest import MakeTopic, ReceivedMail, SMTPCapture
 from tests.helpers import (
     PATIENCE_S,
@@ -166,3 +170,19 @@ def test_a_silence_reaches_both_running_instances_and_survives_their_restart(
 def list_json(where: tuple[str, ...]) -> list[dict[str, str]]:
     docs: list[dict[str, str]] = orjson.loads(iotmon("silence", "list", "--json", *where).stdout)
     return docs
+
+
+async def test_a_consumer_that_cannot_read_the_silences_topic_runs_without_silences(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A name Kafka refuses stands for a broker that does not let iotmon create the topic.
+    watch = KafkaSilenceWatch(
+        bootstrap_servers=kafka_bootstrap, topic="no such topic!", silences=Silences()
+    )
+    with caplog.at_level(logging.ERROR, logger="iotmon.kafka.silences"):
+        await watch.start()
+    try:
+        assert "running without silences" in caplog.text
+        assert not watch.silences.silenced("Equip-A1")
+    finally:
+        await watch.aclose()

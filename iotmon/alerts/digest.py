@@ -37,7 +37,8 @@ digest), so:
 * when a silence ends and a device it held back still fires (or is still stale), the
   group's next digest is due ``group_interval`` after the previous one and lists it —
   not as new, since it was already firing as of an earlier digest. Which devices were held
-  back is process memory: after a restart, they show up in the next reminder instead.
+  back is process memory: after a restart (or with their partition on another instance)
+  they show up in the next reminder instead.
 """
 
 from __future__ import annotations
