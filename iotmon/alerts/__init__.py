@@ -7,6 +7,7 @@ rendering and delivery are :mod:`iotmon.notify`'s.
   (pending → firing → resolved, stale) and the clock design behind it.
 - :mod:`~iotmon.alerts.digest` — when digests go out, what they contain, their identity.
 - :mod:`~iotmon.alerts.model` — :class:`Digest`, what a notification tells.
+- :mod:`~iotmon.alerts.silences` — silences: which devices digests leave out for now.
 - :mod:`~iotmon.alerts.alerter` — :class:`Alerter`, which runs those for a process and
   hands due digests to a sink (:class:`iotmon.notify.Notifications` in the pipeline).
 """

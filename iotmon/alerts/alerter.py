@@ -34,6 +34,7 @@ import orjson
 from iotmon.alerts.digest import Change, ChangeState, DigestScheduler
 from iotmon.alerts.model import Digest
 from iotmon.alerts.rules import AlertSettings, Rule, RuleBook
+from iotmon.alerts.silences import Silences
 from iotmon.alerts.tracker import AlertTracker, StatsView, Transition
 
 __all__ = ["Alerter", "DigestSink"]
@@ -68,11 +69,14 @@ class Alerter:
         sink: DigestSink,
         state_dir: Path,
         alerts_log: Path | None = None,
+        silences: Silences | None = None,
     ) -> None:
         self.settings = settings
         self.rules = RuleBook(settings)
+        self.silences = silences
+        """Asked when digests are built and transitions logged; None: nothing is silenced."""
         self._sink = sink
-        self._scheduler = DigestScheduler(settings=settings)
+        self._scheduler = DigestScheduler(settings=settings, silences=silences)
         self._trackers: dict[str, AlertTracker] = {}
         self._transitions: deque[Transition] = deque(maxlen=settings.transitions_kept)
         self._log_path = Path(alerts_log) if alerts_log else state_dir / "alerts.jsonl"
@@ -209,6 +213,13 @@ class Alerter:
             result.update(tracker.states())
         return result
 
+    def silenced_devices(self) -> list[str]:
+        """The pending, firing and stale devices an active silence covers now."""
+        if self.silences is None or not self.silences.active():
+            return []
+        silenced = self.silences.silenced
+        return sorted(d for d in self.states() if silenced(d))
+
     # -- internals ---------------------------------------------------------------------
 
     def _queue(self, digests: list[Digest]) -> None:
@@ -234,7 +245,11 @@ class Alerter:
             if self._log_file is None:
                 self._log_path.parent.mkdir(parents=True, exist_ok=True)
                 self._log_file = self._log_path.open("ab")
-            self._log_file.write(orjson.dumps(transition.to_json()) + b"\n")
+            doc = transition.to_json()
+            if self.silences is not None and self.silences.silenced(transition.device):
+                # Not mailed: whoever reads the log should know why.
+                doc["silenced"] = True
+            self._log_file.write(orjson.dumps(doc) + b"\n")
             # Flushed per line so `tail -f` shows transitions as they happen; they are rare.
             self._log_file.flush()
         except OSError as exc:

@@ -20,6 +20,25 @@ The figures shown (means, max, last seen, the trend of pane means) are the lates
 when it is rendered and are left out of the id on purpose: a replay after a crash
 regenerates the same id and the outbox drops the copy, even though the figures may have
 moved on.
+
+Silences (:mod:`iotmon.alerts.silences`): a digest leaves out the devices an active
+silence covers and counts them in :attr:`Digest.silenced`; the scheduler's own state moves
+on exactly as without silences (a device that fires while silenced is firing as of that
+digest), so:
+
+* the digest id is computed before anything is left out: silencing never changes a
+  digest's identity, and a replay after a crash regenerates the same ids whether or not a
+  silence started or ended in between — the outbox drops the copies, no duplicate email
+  (the cost: a replayed digest keeps the silences of its first rendering);
+* a digest left with nothing to tell is not sent at all: a change digest whose changes
+  are all silenced devices', a reminder whose firing devices are all silenced;
+* a device that resolves (or recovers) while silenced is not reported: the silence said
+  "we know"; the alerts log has the transition;
+* when a silence ends and a device it held back still fires (or is still stale), the
+  group's next digest is due ``group_interval`` after the previous one and lists it —
+  not as new, since it was already firing as of an earlier digest. Which devices were held
+  back is process memory: after a restart (or with their partition on another instance)
+  they show up in the next reminder instead.
 """
 
 from __future__ import annotations
@@ -33,6 +52,7 @@ import orjson
 
 from iotmon.alerts.model import DeviceReport, Digest
 from iotmon.alerts.rules import AlertSettings, seconds_to_us
+from iotmon.alerts.silences import Silences
 from iotmon.alerts.tracker import StatsView
 
 __all__ = ["Change", "ChangeState", "DigestScheduler", "LiveStats"]
@@ -108,6 +128,10 @@ class _Group:
     last_slot_us: int | None = None
     earliest_queued_us: int | None = None
     """min(at_us) over ``queued``, kept up to date: asked on every tick."""
+    held: set[str] = field(default_factory=set)
+    """Firing or stale devices the last digest left out because they were silenced."""
+    held_checked: object = None
+    """The silences' generation :attr:`held` was last checked against."""
 
     def enqueue(self, change: Change) -> None:
         self.queued.append(change)
@@ -125,8 +149,9 @@ class _Group:
 class DigestScheduler:
     """Pure scheduling logic, no I/O: feed it changes, ask it for due digests."""
 
-    def __init__(self, *, settings: AlertSettings) -> None:
+    def __init__(self, *, settings: AlertSettings, silences: Silences | None = None) -> None:
         self.settings = settings
+        self.silences = silences
         self._group_wait_us = seconds_to_us(settings.group_wait)
         self._group_interval_us = seconds_to_us(settings.group_interval)
         self._repeat_us = seconds_to_us(settings.repeat_interval)
@@ -176,9 +201,11 @@ class DigestScheduler:
         for key in sorted(self._groups):
             group = self._groups[key]
             while (slot := self._next_due(group)) is not None and slot <= now_us:
-                if group.earliest_queued_us is None:
+                if group.earliest_queued_us is None and not self._released(group):
                     slot = self._latest_reminder_slot(slot, now_us)
-                digests.append(self._emit(group, slot, upto_us=slot, live=live))
+                digest = self._emit(group, slot, upto_us=slot, live=live)
+                if digest is not None:
+                    digests.append(digest)
         return digests
 
     def drain(self, *, live: LiveStats) -> list[Digest]:
@@ -192,7 +219,9 @@ class DigestScheduler:
                 slot = self._next_due(group)
                 assert slot is not None
                 upto = max(c.at_us for c in group.queued)
-                digests.append(self._emit(group, slot, upto_us=upto, live=live))
+                digest = self._emit(group, slot, upto_us=upto, live=live)
+                if digest is not None:
+                    digests.append(digest)
         return digests
 
     # -- state -------------------------------------------------------------------------
@@ -248,16 +277,35 @@ class DigestScheduler:
             if last is not None:
                 due = max(due, last + self._group_interval_us)
             return due
+        if last is not None and self._released(group):
+            return last + self._group_interval_us
         if group.firing and last is not None:
             return last + self._repeat_us
         return None
+
+    def _released(self, group: _Group) -> bool:
+        """Whether a silence ended over a device the last digest held back, which is still
+        firing or stale: the next digest tells about it without waiting for a reminder."""
+        if not group.held or self.silences is None:
+            return False
+        generation = self.silences.generation()
+        if generation == group.held_checked:
+            return False
+        silenced = self.silences.silenced
+        held = {d for d in group.held if d in group.firing or d in group.stale}
+        if any(not silenced(d) for d in held):
+            return True
+        # Nothing released under these silences: not asked again until they change.
+        group.held, group.held_checked = held, generation
+        return False
 
     def _latest_reminder_slot(self, first_us: int, now_us: int) -> int:
         """A gap in the stream (a replay's missing days, a clock jump) would otherwise
         mail one identical reminder per interval it spans: remind once, at the last slot."""
         return first_us + (now_us - first_us) // self._repeat_us * self._repeat_us
 
-    def _emit(self, group: _Group, slot_us: int, *, upto_us: int, live: LiveStats) -> Digest:
+    def _emit(self, group: _Group, slot_us: int, *, upto_us: int, live: LiveStats) -> Digest | None:
+        """The digest of ``slot_us`` (None when every device in it is silenced)."""
         taken = group.take(upto_us)
         # Stable sort: two changes of one device at the same time keep their order.
         taken.sort(key=lambda c: (c.at_us, c.device))
@@ -289,7 +337,19 @@ class DigestScheduler:
             about: list[Any] = [[c.device, c.state, c.at_us] for c in taken]
         else:
             about = [[d, c.at_us] for d, c in sorted(group.firing.items())]
+        # Before silences leave anything out: see "Silences" in the module docstring.
         identity = orjson.dumps([_ID_VERSION, kind, slot_us, list(group.recipients), about])
+        quiet = self._silenced({*group.firing, *resolved, *group.stale, *recovered})
+        group.held = {d for d in quiet if d in group.firing or d in group.stale}
+        group.held_checked = None
+        firing = {d: c for d, c in group.firing.items() if d not in quiet}
+        stale = {d: c for d, c in group.stale.items() if d not in quiet}
+        resolved = {d: c for d, c in resolved.items() if d not in quiet}
+        recovered = {d: c for d, c in recovered.items() if d not in quiet}
+        # Nothing to tell when every change in it is a silenced device's (the others still
+        # firing wait for their reminder, as they would have without this digest).
+        if quiet and not (any(c.device not in quiet for c in taken) if taken else firing):
+            return None
         settings = self.settings
         return Digest(
             digest_id=hashlib.sha256(identity).hexdigest()[:32],
@@ -298,21 +358,26 @@ class DigestScheduler:
             recipients=group.recipients,
             metric=settings.metric,
             firing=tuple(
-                self._report(c, new=d in new_firing, live=live)
-                for d, c in sorted(group.firing.items())
+                self._report(c, new=d in new_firing, live=live) for d, c in sorted(firing.items())
             ),
             resolved=tuple(
                 self._report(c, new=True, live=live) for _, c in sorted(resolved.items())
             ),
             stale=tuple(
-                self._report(c, new=d in new_stale, live=live)
-                for d, c in sorted(group.stale.items())
+                self._report(c, new=d in new_stale, live=live) for d, c in sorted(stale.items())
             ),
             recovered=tuple(
                 self._report(c, new=True, live=live) for _, c in sorted(recovered.items())
             ),
             stale_after=settings.stale_after,
+            silenced=len(quiet),
         )
+
+    def _silenced(self, devices: set[str]) -> set[str]:
+        if self.silences is None or not self.silences.active():
+            return set()
+        silenced = self.silences.silenced
+        return {d for d in devices if silenced(d)}
 
     def _report(self, change: Change, *, new: bool, live: LiveStats) -> DeviceReport:
         value = change.value

@@ -99,6 +99,8 @@ class Digest:
     stale: tuple[DeviceReport, ...] = ()
     recovered: tuple[DeviceReport, ...] = ()
     stale_after: float | None = None
+    silenced: int = 0
+    """How many devices this digest would have listed but an active silence covers."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,7 @@ class Digest:
             "stale": [r.to_json() for r in self.stale],
             "recovered": [r.to_json() for r in self.recovered],
             "stale_after": self.stale_after,
+            "silenced": self.silenced,
         }
 
     @classmethod
@@ -133,6 +136,7 @@ class Digest:
             stale=tuple(DeviceReport.from_json(r) for r in doc["stale"]),
             recovered=tuple(DeviceReport.from_json(r) for r in doc["recovered"]),
             stale_after=_opt_float(doc["stale_after"]),
+            silenced=int(doc.get("silenced", 0)),
         )
 
 

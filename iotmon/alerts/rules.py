@@ -18,13 +18,26 @@ from iotmon.addresses import check_address
 from iotmon.alerts.model import Metric
 from iotmon.errors import ConfigError
 
-__all__ = ["DEFAULT_THRESHOLD", "AlertSettings", "Rule", "RuleBook", "RuleOverride"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "AlertSettings",
+    "Rule",
+    "RuleBook",
+    "RuleOverride",
+    "device_matches",
+]
 
 DEFAULT_THRESHOLD: Final = 75.0
 """°C: the threshold of the original notebook."""
 
 _US_PER_S: Final = 1_000_000
 _DEFAULT_GAP: Final = 2.0
+
+
+def device_matches(device: str, pattern: str) -> bool:
+    """Whether ``pattern`` (an ``fnmatch`` glob, case-sensitive) covers device key ``device``:
+    how overrides and silences pick their devices."""
+    return fnmatchcase(device, pattern)
 
 
 def seconds_to_us(seconds: float) -> int:
@@ -176,7 +189,7 @@ class RuleBook:
         if rule is None:
             rule = self._default
             for override in self.settings.overrides:
-                if fnmatchcase(device, override.match):
+                if device_matches(device, override.match):
                     rule = _resolve(self.settings, override)
                     break
             self._cache[device] = rule

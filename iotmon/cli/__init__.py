@@ -42,11 +42,13 @@ def _register() -> None:
         demo,
         produce,
         repartition,
+        silence,
         simulate,
         status,
     )
 
     app.add_typer(config_cmd.config_app, name="config")
+    app.add_typer(silence.silence_app, name="silence")
 
 
 _register()

@@ -14,7 +14,7 @@ from iotmon.cli import app
 from iotmon.cli.common import opt, user_errors
 from iotmon.settings import Settings
 from iotmon.views.console import device_table
-from iotmon.views.status import read_status
+from iotmon.views.status import read_status, silenced_in
 
 
 @app.command("status")
@@ -31,15 +31,18 @@ def status(
     """Print the per-device stats and alert states held in a state directory's checkpoints."""
     with user_errors():
         report = read_status(state_dir)
+        silenced = silenced_in(state_dir, report.alert_states)
     if json_output:
         doc = report.to_json()
         doc["alert_states"] = report.alert_states
         doc["partitions"] = report.partitions
+        doc["silenced"] = silenced
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         return
     console = Console()
-    console.print(device_table(report, threshold=threshold, limit=top))
+    console.print(device_table(report, threshold=threshold, limit=top, silenced=set(silenced)))
     typer.echo(
         f"readings={report.readings} accepted={report.accepted} rejected={report.rejected} "
-        f"late={report.late} devices={len(report.devices)} partitions={len(report.partitions)}"
+        f"late={report.late} devices={len(report.devices)} partitions={len(report.partitions)} "
+        f"silenced={len(silenced)}"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable
 
+from iotmon.alerts.silences import Silences, SilenceWatch
 from iotmon.engine.ports import Parts, SourceCommitter
 from iotmon.settings import Settings, SourceSettings
 from iotmon.sources.base import Source
@@ -13,7 +14,7 @@ from iotmon.sources.files import FileSource, LineIterableSource, stdin_lines
 from iotmon.state.deadletters import DeadLetters, FileDeadLetters
 from iotmon.state.statedir import StateDir
 
-__all__ = ["as_source", "open_parts"]
+__all__ = ["as_source", "open_parts", "silence_watch"]
 
 
 async def open_parts(
@@ -32,6 +33,23 @@ async def open_parts(
     source = source or _line_source(settings.source)
     sink = dead_letters or FileDeadLetters(settings.state_dir)
     return Parts(source, sink, SourceCommitter(source))
+
+
+def silence_watch(settings: Settings, silences: Silences, *, kafka: bool) -> SilenceWatch:
+    """What keeps ``silences`` current: the group's silences topic with Kafka input, the
+    state directory's silences file otherwise."""
+    if kafka:
+        from iotmon.kafka.silences import KafkaSilenceWatch, silences_topic
+
+        settings_kafka = settings.source.kafka
+        return KafkaSilenceWatch(
+            bootstrap_servers=settings_kafka.bootstrap_servers,
+            topic=silences_topic(settings_kafka.group),
+            silences=silences,
+        )
+    from iotmon.state.silences import FileSilenceWatch
+
+    return FileSilenceWatch(settings.state_dir, silences=silences)
 
 
 def as_source(

@@ -24,12 +24,13 @@ from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 from iotmon.alerts import Alerter
+from iotmon.alerts.silences import Silences, SilenceWatch
 from iotmon.engine.assignment import Assignment
 from iotmon.engine.checkpointer import Checkpointer, CommitGate
 from iotmon.engine.clock import StreamClock
 from iotmon.engine.latency import Histogram
 from iotmon.engine.partition import PartitionState, report_of
-from iotmon.engine.parts import as_source, open_parts
+from iotmon.engine.parts import as_source, open_parts, silence_watch
 from iotmon.engine.ports import Parts
 from iotmon.engine.rejections import capped, reject, too_far_ahead
 from iotmon.engine.split import SplitWatch
@@ -78,6 +79,9 @@ class Pipeline:
         self._parts: Parts | None = None
         self._alerter: Alerter | None = None
         self._notifications: Notifications | None = None
+        self.silences = Silences()
+        """The silences in force (:mod:`iotmon.alerts.silences`), kept current while open."""
+        self._silence_watch: SilenceWatch | None = None
         self.checkpointer: Checkpointer | None = None
         """Takes the checkpoints (None until :meth:`open`)."""
         self.assignment: Assignment | None = None
@@ -131,11 +135,15 @@ class Pipeline:
         notifications = self._notifications = Notifications(
             email=settings.email, notifier=gate, directory=settings.state_dir / "notifications"
         )
+        kafka = self._source_override is None and settings.source.input is None
+        watch = self._silence_watch = silence_watch(settings, self.silences, kafka=kafka)
+        await watch.start()
         alerter = self._alerter = Alerter(
             settings=settings.alerts,
             sink=notifications,
             state_dir=settings.state_dir,
             alerts_log=settings.alerts_log,
+            silences=self.silences,
         )
         gate.bind(notifications.outbox, released=None if process is None else process.outbox_seq)
         if process is not None:
@@ -181,6 +189,8 @@ class Pipeline:
                 await self._notifications.aclose()
             if self._alerter is not None:
                 self._alerter.close()
+            if self._silence_watch is not None:
+                await self._silence_watch.aclose()
         finally:
             self.state_dir.close()
 

@@ -41,6 +41,8 @@ def render_html(layout: Layout) -> str:
     colour = _MOOD_COLOURS[layout.mood]
     label, _, details = words.headline(layout).partition(" — ")
     context = [words.as_of(layout)]
+    if digest.silenced:
+        context.append(words.silenced(digest.silenced))
     window_s, point_s = layout.window_s(), layout.point_s()
     if window_s is not None and point_s is not None:
         context.append(words.html_legend(window_s, point_s))

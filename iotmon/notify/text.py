@@ -18,6 +18,8 @@ def render_text(layout: Layout) -> str:
     words = layout.words
     digest = layout.digest
     lines = [words.headline(layout), "", words.intro(digest), words.as_of(layout)]
+    if digest.silenced:
+        lines.append(words.silenced(digest.silenced))
     window_s, point_s = layout.window_s(), layout.point_s()
     if window_s is not None and point_s is not None:
         lines.append(words.legend(window_s, point_s))

@@ -118,6 +118,10 @@ class Words:
     def unlisted(self, count: int) -> str:
         raise NotImplementedError
 
+    def silenced(self, count: int) -> str:
+        """The line saying ``count`` devices are left out because they are silenced."""
+        raise NotImplementedError
+
     def value(self, value: float | None) -> str:
         return f"{number(value)} {self.unit}"
 
@@ -275,6 +279,12 @@ class _English(Words):
     def unlisted(self, count: int) -> str:
         return f"… and {count:,} more, cooler than those above (`iotmon status` lists them all)"
 
+    def silenced(self, count: int) -> str:
+        return (
+            f"{count:,} {_plural(count, 'device')} silenced: not listed here, still watched "
+            "(`iotmon silence list`)."
+        )
+
 
 class _Portuguese(Words):
     # The original's wording where it had one: the subject, the opening line, the sign-off.
@@ -394,6 +404,14 @@ class _Portuguese(Words):
     def unlisted(self, count: int) -> str:
         more = f"{count:,}".replace(",", ".")
         return f"… e mais {more}, menos quentes que os acima (`iotmon status` lista todos)"
+
+    def silenced(self, count: int) -> str:
+        many = f"{count:,}".replace(",", ".")
+        s = "" if count == 1 else "s"
+        return (
+            f"{many} {_sensores(count)} silenciado{s}: fora desta lista, ainda monitorado{s} "
+            "(`iotmon silence list`)."
+        )
 
 
 def _sensores(count: int) -> str:

@@ -11,6 +11,10 @@ The fleet's manifest is the ground truth the result is compared with: which devi
 designed to overheat, and which only spiked. The demo's mailbox is
 :mod:`iotmon.tools.demo_inbox`, its terminal output :mod:`iotmon.tools.demo_console`, its
 Kafka variant :mod:`iotmon.tools.demo_kafka`.
+
+After the first email the demo silences one of the devices it names, as a person would with
+`iotmon silence add` (through the same store: the state directory's file, or the group's
+silences topic), so the next digests leave that device out and say so.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, Final
 
 from iotmon.alerts import AlertSettings
 from iotmon.alerts.rules import DEFAULT_THRESHOLD
+from iotmon.alerts.silences import Silence, Silences, SilenceStore, new_silence
 from iotmon.engine.horizon import LONGEST_MAX_FUTURE_SECONDS
 from iotmon.engine.pipeline import Pipeline
 from iotmon.errors import ConfigError
@@ -120,6 +125,8 @@ class DemoResult:
     state_dir: Path
     state_kept: bool
     manifest: dict[str, Any] = field(repr=False)
+    silenced: str | None = None
+    """The device silenced after the first email (None: no email named one)."""
 
     @property
     def unexpected(self) -> tuple[str, ...]:
@@ -220,8 +227,9 @@ async def run_demo(
         )
     state_kept = options.state_dir is not None
     state_dir = options.state_dir or Path(tempfile.mkdtemp(prefix="iotmon-demo-"))
-    inbox = Inbox(on_email)
     fleet = demo_fleet(options)
+    silencer = _Silencer([d.id_equipamento for d in fleet.devices], say)
+    inbox = Inbox(silencer.on_email(on_email))
     start_us = wall_clock_us()
     readings = fleet.readings(start_us=start_us, period=options.period)
     hot = sum(1 for d in fleet.devices if d.overheats)
@@ -253,6 +261,7 @@ async def run_demo(
             topic = name
             say(f"streaming through Kafka at {options.bootstrap_servers}, topic {topic}")
         settings = demo_settings(options, state_dir=state_dir, smtp=smtp, topic=topic)
+        silencer.store = _silence_store(settings, kafka=topic is not None)
         notifier: Notifier | None = None
         if options.outbox is not None:
             notifier = RecordingEml(EmlNotifier(options.outbox), inbox)
@@ -260,12 +269,17 @@ async def run_demo(
         if options.duration is not None:
             deadline = asyncio.get_running_loop().call_later(options.duration, stop.set)
         if topic is None:
-            report = await _run_local(options, settings, readings, stop, notifier)
+            report = await _run_local(
+                options, settings, readings, stop, notifier, on_pipeline=silencer.watch
+            )
         else:
-            report = await run_through_kafka(options, settings, readings, stop, notifier, topic)
+            report = await run_through_kafka(
+                options, settings, readings, stop, notifier, topic, on_pipeline=silencer.watch
+            )
         # run() returned after delivery was confirmed (or flush_timeout passed), and the
         # server hands a message to the inbox before it answers 250: all emails are in.
         elapsed = time.monotonic() - inbox.started
+        await silencer.done()
     finally:
         if deadline is not None:
             deadline.cancel()
@@ -273,7 +287,9 @@ async def run_demo(
             smtp_server.close()
             await smtp_server.wait_closed()
         if topic is not None and not options.keep_topic:
-            await delete_topics(options.bootstrap_servers, [topic, f"{topic}.dlq"])
+            await delete_topics(
+                options.bootstrap_servers, [topic, f"{topic}.dlq", _silences_topic(topic)]
+            )
         if not state_kept:
             shutil.rmtree(state_dir, ignore_errors=True)
     manifest = readings.manifest()
@@ -302,7 +318,81 @@ async def run_demo(
         state_dir=state_dir,
         state_kept=state_kept,
         manifest=manifest,
+        silenced=silencer.device,
     )
+
+
+class _Silencer:
+    """Silences the first known device named in the first email, for the rest of the demo."""
+
+    def __init__(self, devices: list[str], say: Callable[[str], None]) -> None:
+        self._devices = devices
+        self._say = say
+        self.store: SilenceStore | None = None
+        self.device: str | None = None
+        self._live: Silences | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, pipeline: Pipeline) -> None:
+        self._live = pipeline.silences
+
+    def on_email(
+        self, then: Callable[[ReceivedEmail], None] | None
+    ) -> Callable[[ReceivedEmail], None]:
+        def arrived(email: ReceivedEmail) -> None:
+            if then is not None:
+                then(email)
+            if self.device is None and self.store is not None:
+                named = [d for d in self._devices if d in email.body]
+                if named:
+                    self.device = named[0]
+                    silence = new_silence(
+                        pattern=named[0],
+                        duration=3600,
+                        comment="the demo: being repaired",
+                        created_by="iotmon demo",
+                        now=time.time(),
+                    )
+                    # Known to the pipeline at once (it runs on this loop), so the very next
+                    # digest leaves the device out; the store's watcher reads the same one.
+                    if self._live is not None:
+                        self._live.put(silence)
+                    self._task = asyncio.get_running_loop().create_task(self._add(silence))
+
+        return arrived
+
+    async def _add(self, silence: Silence) -> None:
+        assert self.store is not None
+        await self.store.add(silence)
+        device = silence.pattern
+        self._say(
+            f"silenced {device} for 1 h, as `iotmon silence add` does: the next digests "
+            "leave it out and count it"
+        )
+
+    async def done(self) -> None:
+        if self._task is not None:
+            await self._task
+
+
+def _silence_store(settings: Settings, *, kafka: bool) -> SilenceStore:
+    if kafka:
+        from iotmon.kafka.silences import KafkaSilenceStore, silences_topic
+
+        return KafkaSilenceStore(
+            bootstrap_servers=settings.source.kafka.bootstrap_servers,
+            topic=silences_topic(settings.source.kafka.group),
+            clock=time.time,
+        )
+    from iotmon.state.silences import FileSilenceStore
+
+    return FileSilenceStore(settings.state_dir, clock=time.time)
+
+
+def _silences_topic(group: str) -> str:
+    from iotmon.kafka.silences import silences_topic
+
+    return silences_topic(group)
 
 
 def _non_empty(path: Path) -> bool:
@@ -320,6 +410,8 @@ async def _run_local(
     readings: Readings,
     stop: asyncio.Event,
     notifier: Notifier | None,
+    *,
+    on_pipeline: Callable[[Pipeline], None],
 ) -> Report:
     source = LineIterableSource(
         lines_of(paced_chunks(readings, speed=options.speed, stop=stop)), name="demo"
@@ -330,6 +422,7 @@ async def _run_local(
         notifier=notifier,
         dead_letters=FileDeadLetters(settings.state_dir),
     )
+    on_pipeline(pipeline)
     # The stream ending (stop or duration) ends run(): it then drains the pending digests
     # and waits for their delivery, so the last alerts of a short demo are still sent.
     async with pipeline, status_printer(options, pipeline) as printer:

@@ -65,6 +65,7 @@ def format_summary(result: DemoResult) -> str:
         f"{', '.join(result.unexpected) or 'none'}",
         f"spiking devices that fired: {len(spikers_fired)} of {len(result.spikers)}",
         f"emails received ({via}): {emails}",
+        f"silenced after the first email: {result.silenced or 'none'}",
     ]
     if result.state_kept:
         lines.append(f"state (checkpoints, dead letters, alerts log): {result.state_dir}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from iotmon.engine.pipeline import Pipeline
@@ -33,6 +34,8 @@ async def run_through_kafka(
     stop: asyncio.Event,
     notifier: Notifier | None,
     topic: str,
+    *,
+    on_pipeline: Callable[[Pipeline], None] | None = None,
 ) -> Report:
     from iotmon.tools.produce import KafkaLoader, ProducerSettings
 
@@ -45,6 +48,8 @@ async def run_through_kafka(
         client_id="iotmon-demo",
     )
     pipeline = Pipeline(settings, notifier=notifier)
+    if on_pipeline is not None:
+        on_pipeline(pipeline)
     caught_up = asyncio.Event()
     sent = -1
 

@@ -12,6 +12,7 @@ import contextlib
 import heapq
 import sys
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Final
 
 from rich.console import Console, Group
@@ -32,10 +33,18 @@ __all__ = ["StatusPrinter", "device_table"]
 
 TOP_DEVICES: Final = 15
 _MARKERS: Final = {"firing": "🔥 firing", "pending": "… pending", "stale": "⌛ stale"}
+_SILENCED: Final = "(silenced)"
 
 
-def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) -> Table:
-    """Devices above the threshold first, then the hottest by window mean."""
+def device_table(
+    report: Report,
+    *,
+    threshold: float,
+    limit: int = TOP_DEVICES,
+    silenced: Collection[str] = (),
+) -> Table:
+    """Devices above the threshold first, then the hottest by window mean; the alert state
+    of the ``silenced`` ones says so (their notifications are held back)."""
 
     def hotness(device: DeviceSummary | DeviceStats) -> tuple[bool, float]:
         window_mean = device.window_mean
@@ -65,8 +74,8 @@ def device_table(report: Report, *, threshold: float, limit: int = TOP_DEVICES) 
             f"{device.max:.1f}",
             str(device.count),
             format_event_time(device.last_event_us)[:19],
-            _MARKERS.get(state, state),
-            style=style,
+            _MARKERS.get(state, state) + (f" {_SILENCED}" if key in silenced else ""),
+            style="dim" if key in silenced else style,
         )
     return table
 
@@ -113,9 +122,10 @@ class StatusPrinter:
         pending = sum(1 for s in states.values() if s == "pending")
         lag = sum(self.pipeline.lag().values())
         devices = sum(len(p.table.devices) for p in self.pipeline.partitions.values())
+        silenced = len(self.pipeline.alerter.silenced_devices())
         return (
             f"read={read} accepted={accepted} rejected={rejected} rate={rate:,.0f}/s "
-            f"devices={devices} firing={firing} pending={pending} lag={lag}"
+            f"devices={devices} firing={firing} pending={pending} silenced={silenced} lag={lag}"
         )
 
     async def _loop(self) -> None:
@@ -127,9 +137,12 @@ class StatusPrinter:
             while True:
                 await asyncio.sleep(self.interval)
                 report = self.pipeline.snapshot(copy=False)
-                view.update(
-                    Group(device_table(report, threshold=self.threshold), self.status_line())
+                table = device_table(
+                    report,
+                    threshold=self.threshold,
+                    silenced=set(self.pipeline.alerter.silenced_devices()),
                 )
+                view.update(Group(table, self.status_line()))
 
     def final(self, report: Report) -> None:
         self.console.print(device_table(report, threshold=self.threshold))

@@ -93,6 +93,12 @@ class PipelineCollector(Collector):
         for state in ("pending", "firing", "stale"):
             alerts.add_metric([state], states.get(state, 0))
         yield alerts
+        silenced = GaugeMetricFamily(
+            "iotmon_silenced_devices",
+            "Pending, firing or stale devices whose notifications an active silence holds back.",
+        )
+        silenced.add_metric([], len(alerter.silenced_devices()) if alerter else 0)
+        yield silenced
         delivery = p.notifications.stats() if p.opened else DeliveryStats()
         for name, help_text in (
             ("sent", "Notifications delivered."),

@@ -7,18 +7,21 @@ them while a consumer runs is safe).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from iotmon.alerts import AlertSettings, AlertTracker
 from iotmon.alerts.rules import RuleBook
+from iotmon.alerts.silences import Silences
 from iotmon.report import DeviceSummaries, Report
 from iotmon.state.documents import JsonObject
+from iotmon.state.silences import FileSilenceStore
 from iotmon.state.statedir import CheckpointError, StateDir
 from iotmon.stats import DeviceStats, StatsTable, WindowSpec
 
-__all__ = ["read_status"]
+__all__ = ["read_status", "silenced_in"]
 
 
 def read_status(state_dir: Path) -> Report:
@@ -54,6 +57,13 @@ def read_status(state_dir: Path) -> Report:
         alerts=[],
         partitions=partitions,
     )
+
+
+def silenced_in(state_dir: Path, alert_states: dict[str, str]) -> list[str]:
+    """The devices of ``alert_states`` an active silence of the state directory covers (a
+    file-input consumer's; a Kafka group keeps its silences in its topic)."""
+    live = Silences(FileSilenceStore(state_dir, clock=time.time).load())
+    return sorted(d for d in alert_states if live.silenced(d))
 
 
 class _Discard:
