@@ -4,6 +4,7 @@ expired one (by hand or by wall time) lets it through again, marked as not new."
 
 from __future__ import annotations
 
+import os
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -137,3 +138,34 @@ def test_silence_commands_say_what_to_do(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "`iotmon silence list` shows" in result.stderr.decode()
     assert iotmon("silence", "list", *where).stdout.decode().strip() == "no silences"
+
+
+def test_silence_until_a_time_is_listed_with_its_end_its_author_and_its_comment(
+    tmp_path: Path,
+) -> None:
+    where = ("--input", "-", "--state-dir", str(tmp_path / "state"))
+    added = iotmon(
+        "silence",
+        "add",
+        "Equip-\x1b[31m*",
+        *("--until", "2999-01-02T03:04:05+01:00"),
+        *("--comment", "pump swap"),
+        *("--by", "night shift"),
+        *where,
+    )
+    silence_id = added.stdout.decode().strip()
+    [shown] = orjson.loads(iotmon("silence", "list", "--json", *where).stdout)
+    assert shown["id"] == silence_id
+    assert shown["ends_at"].startswith("2999-01-02T02:04:05")
+    assert (shown["state"], shown["comment"], shown["created_by"]) == (
+        "active",
+        "pump swap",
+        "night shift",
+    )
+    wide = {**os.environ, "COLUMNS": "200"}
+    table = iotmon("silence", "list", *where, env=wide).stdout.decode()
+    assert silence_id in table and "pump swap" in table and "2999-01-02 02:04:05Z" in table
+    # The pattern is someone's input: shown, never interpreted by the terminal.
+    assert "\x1b" not in table
+    result = iotmon("silence", "add", "Equip-*", "--until", "yesterday", *where, check=False)
+    assert result.returncode == 2 and "--until" in result.stderr.decode()
