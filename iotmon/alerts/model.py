@@ -99,6 +99,11 @@ class Digest:
     stale: tuple[DeviceReport, ...] = ()
     recovered: tuple[DeviceReport, ...] = ()
     stale_after: float | None = None
+    silenced: int = 0
+    """Changes left out of this digest because their device was silenced."""
+    webhooks: tuple[str, ...] = ()
+    """Override webhook destinations (ids, see :func:`iotmon.addresses.webhook_id`, never
+    URLs); empty means the default ``--webhook-url`` list."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +117,8 @@ class Digest:
             "stale": [r.to_json() for r in self.stale],
             "recovered": [r.to_json() for r in self.recovered],
             "stale_after": self.stale_after,
+            "silenced": self.silenced,
+            "webhooks": list(self.webhooks),
         }
 
     @classmethod
@@ -133,6 +140,9 @@ class Digest:
             stale=tuple(DeviceReport.from_json(r) for r in doc["stale"]),
             recovered=tuple(DeviceReport.from_json(r) for r in doc["recovered"]),
             stale_after=_opt_float(doc["stale_after"]),
+            silenced=int(doc.get("silenced", 0)),
+            # Absent in records written before webhooks existed.
+            webhooks=tuple(str(w) for w in doc.get("webhooks", ())),
         )
 
 

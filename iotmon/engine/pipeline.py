@@ -129,7 +129,11 @@ class Pipeline:
             checkpoint=self._checkpoint_for_notifications,
         )
         notifications = self._notifications = Notifications(
-            email=settings.email, notifier=gate, directory=settings.state_dir / "notifications"
+            email=settings.email,
+            notifier=gate,
+            directory=settings.state_dir / "notifications",
+            webhooks=settings.webhooks,
+            hold=gate.hold,
         )
         alerter = self._alerter = Alerter(
             settings=settings.alerts,
