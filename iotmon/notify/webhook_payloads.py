@@ -218,7 +218,8 @@ def teams_payload(layout: Layout) -> dict[str, Any]:
     return {
         "@type": "MessageCard",
         "@context": "https://schema.org/extensions",
-        "summary": teams_escape(subject),
+        # Plain text (notifications, previews): the subject as the email has it.
+        "summary": subject,
         "themeColor": _COLOURS[layout.mood],
         "title": teams_escape(subject),
         "text": text,
