@@ -89,6 +89,11 @@ async def unreachable_email(notification: Notification) -> None:
     raise ConnectionRefusedError("no SMTP here")
 
 
+async def hanging_email(notification: Notification) -> None:
+    """An SMTP server that accepts the connection and never answers."""
+    await asyncio.Event().wait()
+
+
 async def no_email(notification: Notification) -> None:
     """Email entries count as delivered at once (these tests are about webhooks)."""
 
@@ -231,13 +236,17 @@ async def test_a_dead_receiver_is_retried_until_it_comes_up(tmp_path: Path) -> N
     assert len(Outbox(tmp_path / "outbox")) == 1, "still queued for the next start"
 
 
+@pytest.mark.parametrize("email", [unreachable_email, hanging_email])
 async def test_an_smtp_outage_does_not_hold_back_the_webhook(
-    tmp_path: Path, webhook_server: WebhookServer
+    tmp_path: Path, webhook_server: WebhookServer, email: Notifier
 ) -> None:
-    sink = notifications(tmp_path, hooks(webhook_server.url()), notifier=unreachable_email)
+    sink = notifications(tmp_path, hooks(webhook_server.url()), notifier=email)
     await sink.start()
     try:
-        sink([digest(1), digest(2)])
+        sink([digest(1)])
+        await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) == 1)
+        # Queued while the email of the first digest is still being tried.
+        sink([digest(2)])
         await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) == 2)
         assert not await sink.flush(0.2)
     finally:

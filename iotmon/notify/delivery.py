@@ -125,40 +125,59 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            self._wakeup.clear()
-            try:
-                due: dict[str, list[OutboxEntry]] = {}
+        # One drain task per destination with due entries: a destination that hangs until
+        # its timeout delays only its own entries.
+        drains: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._wakeup.clear()
+                now = loop.time()
                 for entry in self.outbox.pending():
-                    if self._retry_at.get(entry.entry_id, 0.0) <= loop.time():
-                        due.setdefault(entry.destination, []).append(entry)
-                results = await asyncio.gather(
-                    *(self._drain(entries) for entries in due.values()), return_exceptions=True
-                )
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
-            except OSError:
-                # The outbox itself failed (disk full, permissions). Keep the task alive:
-                # dying would silently stop every later notification too.
-                log.exception("outbox bookkeeping failed; trying again shortly")
-                await asyncio.sleep(self.settings.initial_backoff)
-                continue
-            async with self._progress:
-                self._progress.notify_all()
-            pending = {e.entry_id for e in self.outbox.pending()}
-            next_at = min((self._retry_at.get(i, 0.0) for i in pending), default=None)
-            delay = None if next_at is None else max(0.0, next_at - loop.time())
-            if delay == 0.0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wakeup.wait()
+                    destination = entry.destination
+                    if destination in drains or self._retry_at.get(entry.entry_id, 0.0) > now:
+                        continue
+                    drains[destination] = asyncio.create_task(
+                        self._drain(destination), name=f"iotmon-delivery-{destination}"
+                    )
+                idle = [e for e in self.outbox.pending() if e.destination not in drains]
+                next_at = min((self._retry_at.get(e.entry_id, 0.0) for e in idle), default=None)
+                delay = None if next_at is None else max(0.0, next_at - loop.time())
+                wakeup = asyncio.ensure_future(self._wakeup.wait())
+                try:
+                    await asyncio.wait(
+                        [wakeup, *drains.values()],
+                        timeout=delay,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    wakeup.cancel()
+                failed = False
+                for destination, task in list(drains.items()):
+                    if task.done():
+                        del drains[destination]
+                        if isinstance(task.exception(), OSError):
+                            failed = True
+                            # The outbox itself failed (disk full, permissions). Keep the
+                            # task alive: dying would silently stop every later notification.
+                            log.error(
+                                "outbox bookkeeping failed; trying again shortly",
+                                exc_info=task.exception(),
+                            )
+                async with self._progress:
+                    self._progress.notify_all()
+                if failed:
+                    await asyncio.sleep(self.settings.initial_backoff)
+        finally:
+            for task in drains.values():
+                task.cancel()
+            await asyncio.gather(*drains.values(), return_exceptions=True)
 
-    async def _drain(self, entries: list[OutboxEntry]) -> None:
+    async def _drain(self, destination: str) -> None:
         """One destination's due entries, in queue order."""
-        for entry in entries:
-            await self._attempt(entry)
+        now = asyncio.get_running_loop().time()
+        for entry in self.outbox.pending():
+            if entry.destination == destination and self._retry_at.get(entry.entry_id, 0.0) <= now:
+                await self._attempt(entry)
 
     async def _deliver(self, entry: OutboxEntry) -> None:
         if entry.is_email:
