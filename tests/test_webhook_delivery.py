@@ -403,3 +403,26 @@ async def test_a_webhook_waits_for_the_commit_gate(
     finally:
         await sink.aclose()
     assert len(webhook_server.received) == 1
+
+
+async def test_an_entry_whose_destination_was_removed_stays_queued_with_an_error(
+    tmp_path: Path, webhook_server: WebhookServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhook_server.answer(503)
+    sink = notifications(tmp_path, hooks(webhook_server.url()))
+    await sink.start()
+    try:
+        sink([digest(1)])
+        await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) >= 1)
+    finally:
+        await sink.aclose()
+    # Restarted without any --webhook-url: the queued post is not thrown away.
+    restarted = notifications(tmp_path, WebhookSettings())
+    await restarted.start()
+    try:
+        assert not await restarted.flush(0.3)
+    finally:
+        await restarted.aclose()
+    assert "no longer configured" in (restarted.stats().last_error or "")
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    assert len(Outbox(tmp_path / "outbox")) == 1

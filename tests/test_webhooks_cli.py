@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.helpers import iotmon, spawn
+from tests.helpers import drop_topics, iotmon, spawn
 from tests.test_webhook_payloads import validate_json, validate_teams
 from tests.webhook_server import WebhookServer
 
@@ -183,16 +183,21 @@ async def test_kafka_input_posts_to_a_webhook(
     topic = await make_topic(partitions=2)  # type: ignore[operator]
     data = readings(tmp_path / "readings.txt")
     iotmon("produce", str(data), "--bootstrap-servers", kafka_bootstrap, "--topic", topic)
-    iotmon(
-        "consume",
-        *("--bootstrap-servers", kafka_bootstrap, "--topic", topic),
-        *("--group", f"webhooks-{topic}", "--once", "--json", "--no-live"),
-        *("--state-dir", str(tmp_path / "state"), "--outbox", str(tmp_path / "eml")),
-        *("--for", "0", "--group-wait", "0", "--group-interval", "1"),
-        *("--window", "10", "--pane", "5", "--no-changelog"),
-        *("--webhook-url", "env:HOOK_URL", "--webhook-format", "json"),
-        env={**os.environ, "HOOK_URL": webhook_server.url("/kafka")},
-    )
+    group = f"webhooks-{topic}"
+    try:
+        # With the changelog (the default), posts wait for the checkpoint that covers them.
+        iotmon(
+            "consume",
+            *("--bootstrap-servers", kafka_bootstrap, "--topic", topic),
+            *("--group", group, "--once", "--json", "--no-live"),
+            *("--state-dir", str(tmp_path / "state"), "--outbox", str(tmp_path / "eml")),
+            *("--for", "0", "--group-wait", "0", "--group-interval", "1"),
+            *("--window", "10", "--pane", "5"),
+            *("--webhook-url", "env:HOOK_URL", "--webhook-format", "json"),
+            env={**os.environ, "HOOK_URL": webhook_server.url("/kafka")},
+        )
+    finally:
+        await drop_topics(kafka_bootstrap, [f"iotmon-{group}-changelog", f"{topic}.dlq"])
     fired = set()
     for request in webhook_server.received:
         doc = request.json()

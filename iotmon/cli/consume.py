@@ -284,7 +284,7 @@ def consume(
     flush_timeout: float = opt(
         _DEFAULTS.flush_timeout,
         "--flush-timeout",
-        help="On exit, wait this long for queued emails.",
+        help="On exit, wait this long for queued emails and webhook posts.",
         rich_help_panel=EMAIL,
     ),
     webhook_url: list[str] = opt(
