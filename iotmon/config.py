@@ -217,6 +217,7 @@ def build_settings(
     from iotmon.alerts import AlertSettings, RuleOverride
     from iotmon.kafka.settings import KafkaSettings
     from iotmon.notify import (
+        WEBHOOK_FORMATS,
         EmailSettings,
         SmtpSettings,
         WebhookSettings,
@@ -251,7 +252,7 @@ def build_settings(
             resolve_webhook("override webhooks", ref, environ=environ)
             for ref in dict.fromkeys(override_refs)
         ),
-        format=_choice("webhook-format", webhook_format, ("json", "slack", "teams")),
+        format=_choice("webhook-format", webhook_format, WEBHOOK_FORMATS),
     )
     return Settings(
         source=SourceSettings(

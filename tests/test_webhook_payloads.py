@@ -20,7 +20,8 @@ import pytest
 
 from iotmon.notify import DeviceReport, Digest
 from iotmon.notify.layout import hottest_first
-from iotmon.notify.webhook_payloads import JSON_SCHEMA, MAX_JSON_LISTED, render_webhook
+from iotmon.notify.webhook_payloads import JSON_SCHEMA, MAX_JSON_LISTED
+from iotmon.notify.webhook_payloads import render_webhook as _render
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -28,6 +29,12 @@ HOSTILE = (
     "<!channel> <https://evil.example|click> &amp; [x](https://evil.example) "
     "<b>bold</b> *star* _under_ `tick` \r\nInjected: yes \u202e"
 )
+
+
+def render_webhook(
+    digest: Digest, *, format: Any, lang: Any = "en", timezone: str = "UTC"
+) -> bytes:
+    return _render(digest, format=format, lang=lang, timezone=timezone)
 
 
 def report(device: str, value: float, *, new: bool = True) -> DeviceReport:

@@ -50,6 +50,7 @@ from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
     DEFAULT_TIMEZONE,
     PASSWORD_ENV,
+    WEBHOOK_FORMATS,
     DeliverySettings,
     EmailSettings,
     Language,
@@ -83,6 +84,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
+    "WEBHOOK_FORMATS",
     "DeliveryError",
     "DeliverySettings",
     "DeliverySetupError",

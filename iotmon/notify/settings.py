@@ -24,6 +24,7 @@ from iotmon.errors import ConfigError
 __all__ = [
     "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
+    "WEBHOOK_FORMATS",
     "DeliverySettings",
     "EmailSettings",
     "Language",
@@ -43,6 +44,7 @@ DEFAULT_TIMEZONE: Final = "UTC"
 SmtpSecurity: TypeAlias = Literal["auto", "none", "starttls", "ssl"]
 Language: TypeAlias = Literal["en", "pt-BR"]
 WebhookFormat: TypeAlias = Literal["json", "slack", "teams"]
+WEBHOOK_FORMATS: Final[tuple[WebhookFormat, ...]] = ("json", "slack", "teams")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,7 +220,7 @@ class WebhookSettings:
     timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.format not in ("json", "slack", "teams"):
+        if self.format not in WEBHOOK_FORMATS:
             raise ConfigError(f"webhook-format: must be json, slack or teams, got {self.format!r}")
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ConfigError(

@@ -32,12 +32,10 @@ from iotmon.notify.words import Words, words_for
 __all__ = [
     "JSON_SCHEMA",
     "MAX_JSON_LISTED",
-    "WEBHOOK_FORMATS",
     "WebhookFormat",
     "render_webhook",
 ]
 
-WEBHOOK_FORMATS: Final[tuple[WebhookFormat, ...]] = ("json", "slack", "teams")
 JSON_SCHEMA: Final = "iotmon.digest.v1"
 MAX_JSON_LISTED: Final = 1000
 """Devices listed in a ``json`` body (about 300 bytes each); the rest are counted."""
@@ -50,6 +48,7 @@ SLACK_MAX_TEXT: Final = 3000
 TEAMS_MAX_FACT_BYTES: Final = 20_000
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SECTIONS: Final[tuple[Section, ...]] = ("firing", "resolved", "stale", "recovered")
 _COLOURS: Final = {
     "firing": "C62828",
     "stale": "EF6C00",
@@ -61,9 +60,10 @@ _TEAMS_SPECIAL: Final = re.compile(r"([\\`*_\[\]~])")
 
 
 def render_webhook(
-    digest: Digest, *, format: WebhookFormat, lang: Language = "en", timezone: str = "UTC"
+    digest: Digest, *, format: WebhookFormat, lang: Language, timezone: str
 ) -> bytes:
-    """The body to POST for ``digest`` (UTF-8 JSON)."""
+    """The body to POST for ``digest`` (UTF-8 JSON); ``lang`` and ``timezone`` as the
+    email's (``json`` has neither: its times are UTC)."""
     if format == "json":
         return orjson.dumps(json_payload(digest))
     layout = Layout.of(digest, words_for(lang), timezone=timezone)
@@ -88,14 +88,10 @@ def json_payload(digest: Digest) -> dict[str, Any]:
         "stale_after": digest.stale_after,
         "silenced": digest.silenced,
     }
-    for section in ("firing", "resolved", "stale", "recovered"):
+    for section in _SECTIONS:
         doc[section] = [_device(report) for report in shown.get(section, [])]
-    doc["unlisted"] = {section: unlisted.get(section, 0) for section in _sections()}
+    doc["unlisted"] = {section: unlisted.get(section, 0) for section in _SECTIONS}
     return doc
-
-
-def _sections() -> tuple[Section, ...]:
-    return ("firing", "resolved", "stale", "recovered")
 
 
 def _device(report: DeviceReport) -> dict[str, Any]:
