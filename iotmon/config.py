@@ -9,6 +9,7 @@ named after a command (``[consume]``). Per-device alert rules are a list of tabl
     match = "Equipament-0323XH-*"
     threshold = 70.0
     recipients = ["line3@example.com"]
+    webhooks = ["env:LINE3_TEAMS_URL"]
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ __all__ = [
 
 ENV_PREFIX: Final = "IOTMON_"
 SECRET_OPTIONS: Final = frozenset({"smtp_password", "smtp_password_file"})
+URL_OPTIONS: Final = frozenset({"webhook_url"})
+"""Options whose values may be URLs with a secret in them: shown as scheme://host only."""
 _TABLES: Final = frozenset({"overrides"})
 _C = TypeVar("_C", bound=str)
 
@@ -118,9 +121,22 @@ def load_config_file(path: Path | None) -> ConfigFile:
 
 
 def mask_secrets(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    masked = {
         key: ("***" if key in SECRET_OPTIONS and value else value) for key, value in values.items()
     }
+    for key in URL_OPTIONS & masked.keys():
+        refs = masked[key]
+        if isinstance(refs, list | tuple):
+            masked[key] = [_shown_ref(str(ref)) for ref in refs]
+        elif isinstance(refs, str):
+            masked[key] = _shown_ref(refs)
+    return masked
+
+
+def _shown_ref(ref: str) -> str:
+    from iotmon.addresses import redact_url
+
+    return ref if ref.startswith(("env:", "file:")) else redact_url(ref)
 
 
 def _valid_range(text: str) -> tuple[float, float]:
@@ -187,16 +203,27 @@ def build_settings(
     mail_to: Sequence[str],
     outbox: Path,
     flush_timeout: float,
+    webhook_urls: Sequence[str],
+    webhook_format: str,
 ) -> Settings:
     """Option values (already layered: defaults < file < env < flags) to :class:`Settings`.
 
     Takes the values as a front end holds them (``valid_range`` as ``"MIN..MAX"``, choices
     as strings) and checks them; the per-device overrides come from ``config``, the SMTP
-    password from ``environ`` or ``smtp_password_file``. Raises :class:`ConfigError`.
+    password from ``environ`` or ``smtp_password_file``, webhook URLs from the ``env:NAME``
+    and ``file:PATH`` references in ``webhook_urls`` and the overrides. Raises
+    :class:`ConfigError`.
     """
     from iotmon.alerts import AlertSettings, RuleOverride
     from iotmon.kafka.settings import KafkaSettings
-    from iotmon.notify import EmailSettings, SmtpSettings, read_smtp_password
+    from iotmon.notify import (
+        WEBHOOK_FORMATS,
+        EmailSettings,
+        SmtpSettings,
+        WebhookSettings,
+        read_smtp_password,
+        resolve_webhook,
+    )
     from iotmon.parse import ParseSettings
     from iotmon.settings import GUARANTEES, Settings, SourceSettings
     from iotmon.stats import WindowSpec
@@ -214,6 +241,19 @@ def build_settings(
             password=read_smtp_password(environ=environ, password_file=smtp_password_file),
             timeout=smtp_timeout,
         )
+    overrides = tuple(RuleOverride.from_mapping(o) for o in config.overrides)
+    override_refs = [ref for o in overrides for ref in o.webhooks or ()]
+    webhooks = WebhookSettings(
+        default=tuple(
+            resolve_webhook("webhook-url", ref, environ=environ)
+            for ref in dict.fromkeys(webhook_urls)
+        ),
+        known=tuple(
+            resolve_webhook("override webhooks", ref, environ=environ)
+            for ref in dict.fromkeys(override_refs)
+        ),
+        format=_choice("webhook-format", webhook_format, WEBHOOK_FORMATS),
+    )
     return Settings(
         source=SourceSettings(
             input=input,
@@ -249,7 +289,7 @@ def build_settings(
             group_wait=group_wait,
             group_interval=group_interval,
             repeat_interval=repeat_interval,
-            overrides=tuple(RuleOverride.from_mapping(o) for o in config.overrides),
+            overrides=overrides,
         ),
         alerts_log=alerts_log,
         email=EmailSettings(
@@ -260,6 +300,7 @@ def build_settings(
             smtp=smtp,
             eml_dir=outbox,
         ),
+        webhooks=webhooks,
         flush_timeout=flush_timeout,
         max_future=max_future,
         guarantee=_choice("guarantee", guarantee, GUARANTEES),

@@ -10,7 +10,7 @@ from iotmon.alerts import AlertSettings
 from iotmon.engine.horizon import DEFAULT_MAX_FUTURE_SECONDS, LONGEST_MAX_FUTURE_SECONDS
 from iotmon.errors import ConfigError
 from iotmon.kafka.settings import KafkaSettings
-from iotmon.notify import EmailSettings
+from iotmon.notify import EmailSettings, WebhookSettings
 from iotmon.parse import ParseSettings
 from iotmon.sources.base import DEFAULT_MAX_LINE_BYTES
 from iotmon.stats import WindowSpec
@@ -70,6 +70,7 @@ class Settings:
     alerts_log: Path | None = None
     """Transitions as JSON lines; default ``<state_dir>/alerts.jsonl``."""
     email: EmailSettings = field(default_factory=EmailSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     flush_timeout: float = 30.0
     guarantee: Guarantee = "at-least-once"
     max_future: float = DEFAULT_MAX_FUTURE_SECONDS

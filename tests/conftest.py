@@ -45,6 +45,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.helpers import PATIENCE_S
+from tests.webhook_server import WebhookServer
+from tests.webhook_server import serve as serve_webhooks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO_ROOT / "dev" / "kafka" / "kafka.sh"
@@ -505,3 +507,9 @@ async def changelogs(kafka_bootstrap: str) -> AsyncIterator[list[str]]:
     groups: list[str] = []
     yield groups
     await drop_topics(kafka_bootstrap, [f"iotmon-{group}-changelog" for group in groups])
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[WebhookServer]:
+    """HTTP server on 127.0.0.1 recording every request (tests/webhook_server.py)."""
+    yield from serve_webhooks()

@@ -37,6 +37,7 @@ import typer.main
 from iotmon.cli import app
 from tests.conftest import SMTP_PASSWORD, SMTP_USER, SMTPCapture
 from tests.helpers import drop_topics, free_port, iotmon, metric, scrape_until, spawn, stop
+from tests.webhook_server import WebhookServer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 END_S = 600
@@ -212,6 +213,21 @@ def silent_smtp_run(ctx: Context) -> Run:
             ),
         )
         run.seen["seconds"] = time.monotonic() - started
+    return run
+
+
+def webhook_run(ctx: Context) -> Run:
+    """Two webhooks, one from the environment and one from a file, as Teams cards."""
+    server: WebhookServer = ctx.fixture("webhook_server")
+    url_file = ctx.tmp_path / "hook-url"
+    url_file.write_text(server.url("/from-file") + "\n", encoding="utf-8")
+    args = file_args(
+        ctx,
+        *("--webhook-url", "env:IOTMON_TEST_HOOK", "--webhook-url", f"file:{url_file}"),
+        *("--webhook-format", "teams"),
+    )
+    run = run_cli(ctx, args, env={**os.environ, "IOTMON_TEST_HOOK": server.url("/from-env")})
+    run.seen["posts"] = server.received  # --once flushed them before it exited
     return run
 
 
@@ -458,6 +474,7 @@ RUNS: dict[str, Callable[[Context], Run]] = {
     "smtp": smtp_run,
     "smtp-tls": smtp_tls_run,
     "silent-smtp": silent_smtp_run,
+    "webhooks": webhook_run,
     "follow": follow_run,
     "terminal": terminal_run,
     "limits": limits_run,
@@ -733,6 +750,22 @@ ROWS: list[Row] = [
             _true(r.seen["seconds"] < 20),
             _true(b"still undelivered after 2 s" in r.stderr),
         ),
+    ),
+    Row(
+        "--webhook-url",
+        "webhooks",
+        lambda r, b: (
+            _eq(
+                sorted(p.path for p in r.seen["posts"]),
+                sorted(["/from-env", "/from-file"] * len(r.emails())),
+            ),
+            _true(len(r.emails()) >= 1),
+        ),
+    ),
+    Row(
+        "--webhook-format",
+        "webhooks",
+        lambda r, b: _eq({p.json()["@type"] for p in r.seen["posts"]}, {"MessageCard"}),
     ),
     # Output and serving.
     Row(

@@ -32,9 +32,10 @@ def test_the_engine_loads_neither_kafka_nor_smtp_until_asked() -> None:
     assert not {m for m in loaded if m.startswith("iotmon.kafka.") and m != "iotmon.kafka.settings"}
 
 
-def test_a_file_mode_consume_loads_neither_kafka_nor_smtp(tmp_path: Path) -> None:
+def test_a_file_mode_consume_loads_neither_kafka_nor_smtp_nor_http(tmp_path: Path) -> None:
     # As a user runs it: every command is registered at start-up, and none of them may drag
-    # the Kafka or SMTP client into a run that reads a file and sends no mail.
+    # the Kafka, SMTP or HTTP client into a run that reads a file and sends no mail and
+    # posts no webhook.
     readings = tmp_path / "readings.txt"
     readings.write_bytes(SEED_FILE.read_bytes()[:4096].rsplit(b"\n", 1)[0] + b"\n")
     result = iotmon(
@@ -50,4 +51,4 @@ def test_a_file_mode_consume_loads_neither_kafka_nor_smtp(tmp_path: Path) -> Non
         if line.startswith("import time:") and "|" in line
     }
     assert "iotmon.cli.produce" in imported, "the import trace covers the command modules"
-    assert not {m for m in imported if m.split(".")[0] in ("aiokafka", "aiosmtplib")}
+    assert not {m for m in imported if m.split(".")[0] in ("aiokafka", "aiosmtplib", "aiohttp")}

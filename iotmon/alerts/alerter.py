@@ -273,6 +273,7 @@ def _change(
         threshold=rule.threshold,
         clear_below=rule.clear_below,
         recipients=rule.recipients,
+        webhooks=rule.webhooks,
         window_mean=None if stats is None else stats.window_mean,
         running_mean=None if stats is None else stats.mean,
         max=None if stats is None else stats.max,

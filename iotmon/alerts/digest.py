@@ -2,7 +2,8 @@
 
 Every transition that matters to people (firing, resolved, stale, recovered) is a
 :class:`Change` queued in its recipient group (devices whose rule has the same recipients
-share a group, so a digest is split per recipient set). A group's next digest is due at::
+and webhooks share a group, so a digest is split per recipient set). A group's next digest
+is due at::
 
     max(earliest queued change + group_wait, previous digest + group_interval)
 
@@ -14,7 +15,8 @@ clock it is given, however late it is asked (several change digests in a row if 
 clock that passes several reminder slots at once (a gap in a replay, a clock jump) gets
 one reminder, at the last of those slots, never a backlog of identical ones.
 
-Identity: a digest's id hashes its kind, schedule slot, recipient set and the transitions
+Identity: a digest's id hashes its kind, schedule slot, recipient set (and webhook
+destinations, when a rule names its own) and the transitions
 it reports (device, state, time) — or, for a reminder, the firing devices and since when.
 The figures shown (means, max, last seen, the trend of pane means) are the latest known
 when it is rendered and are left out of the id on purpose: a replay after a crash
@@ -58,6 +60,8 @@ from iotmon.alerts.tracker import StatsView
 __all__ = ["Change", "ChangeState", "DigestScheduler", "LiveStats"]
 
 ChangeState: TypeAlias = Literal["firing", "resolved", "stale", "recovered"]
+_Key: TypeAlias = tuple[tuple[str, ...], tuple[str, ...]]
+"""A group: (recipients, webhook destination ids)."""
 LiveStats: TypeAlias = Callable[[str], StatsView | None]
 """Current statistics of a device, when this process has them."""
 
@@ -80,9 +84,10 @@ class Change:
     running_mean: float | None = None
     max: float | None = None
     last_seen_us: int | None = None
+    webhooks: tuple[str, ...] = ()
 
     def to_list(self) -> list[Any]:
-        return [
+        row = [
             self.device,
             self.state,
             self.at_us,
@@ -95,10 +100,12 @@ class Change:
             self.max,
             self.last_seen_us,
         ]
+        # Twelve fields only when set: states of older versions have eleven.
+        return [*row, list(self.webhooks)] if self.webhooks else row
 
     @classmethod
     def from_list(cls, row: list[Any]) -> Change:
-        if not isinstance(row, list) or len(row) != 11:
+        if not isinstance(row, list) or len(row) not in (11, 12):
             raise ValueError(f"alerter state: bad change record {row!r}")
         state = row[1]
         if state not in ("firing", "resolved", "stale", "recovered"):
@@ -115,12 +122,14 @@ class Change:
             running_mean=_opt_float(row[8]),
             max=_opt_float(row[9]),
             last_seen_us=None if row[10] is None else int(row[10]),
+            webhooks=tuple(str(w) for w in row[11]) if len(row) == 12 else (),
         )
 
 
 @dataclass(slots=True)
 class _Group:
     recipients: tuple[str, ...]
+    webhooks: tuple[str, ...] = ()
     queued: list[Change] = field(default_factory=list)
     firing: dict[str, Change] = field(default_factory=dict)
     """Firing devices as of the last digest, with the change that made them fire."""
@@ -155,15 +164,15 @@ class DigestScheduler:
         self._group_wait_us = seconds_to_us(settings.group_wait)
         self._group_interval_us = seconds_to_us(settings.group_interval)
         self._repeat_us = seconds_to_us(settings.repeat_interval)
-        self._groups: dict[tuple[str, ...], _Group] = {}
+        self._groups: dict[_Key, _Group] = {}
 
     def add(self, change: Change) -> None:
-        self._group(change.recipients).enqueue(change)
+        self._group(change).enqueue(change)
 
     def adopt(self, change: Change) -> None:
         """Know about a device already firing or stale (a partition taken over from another
         process) without announcing it again; it shows up in later digests and reminders."""
-        group = self._group(change.recipients)
+        group = self._group(change)
         target = group.firing if change.state == "firing" else group.stale
         target.setdefault(change.device, change)
 
@@ -234,6 +243,7 @@ class DigestScheduler:
             "groups": [
                 {
                     "recipients": list(g.recipients),
+                    "webhooks": list(g.webhooks),
                     "queued": [c.to_list() for c in g.queued] if devices else [],
                     "firing": [c.to_list() for c in g.firing.values()] if devices else [],
                     "stale": [c.to_list() for c in g.stale.values()] if devices else [],
@@ -248,12 +258,14 @@ class DigestScheduler:
             raise ValueError(
                 f"alerter state: unknown digest state version {state.get('version')!r}"
             )
-        groups: dict[tuple[str, ...], _Group] = {}
+        groups: dict[_Key, _Group] = {}
         for doc in state["groups"]:
             recipients = tuple(str(r) for r in doc["recipients"])
+            webhooks = tuple(str(w) for w in doc.get("webhooks", ()))
             last_slot = doc["last_slot_us"]
-            group = groups[recipients] = _Group(
+            group = groups[recipients, webhooks] = _Group(
                 recipients=recipients,
+                webhooks=webhooks,
                 firing={(c := Change.from_list(row)).device: c for row in doc["firing"]},
                 stale={(c := Change.from_list(row)).device: c for row in doc["stale"]},
                 last_slot_us=None if last_slot is None else int(last_slot),
@@ -264,10 +276,13 @@ class DigestScheduler:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _group(self, recipients: tuple[str, ...]) -> _Group:
-        group = self._groups.get(recipients)
+    def _group(self, change: Change) -> _Group:
+        key = (change.recipients, change.webhooks)
+        group = self._groups.get(key)
         if group is None:
-            group = self._groups[recipients] = _Group(recipients=recipients)
+            group = self._groups[key] = _Group(
+                recipients=change.recipients, webhooks=change.webhooks
+            )
         return group
 
     def _next_due(self, group: _Group) -> int | None:
@@ -337,8 +352,11 @@ class DigestScheduler:
             about: list[Any] = [[c.device, c.state, c.at_us] for c in taken]
         else:
             about = [[d, c.at_us] for d, c in sorted(group.firing.items())]
-        # Before silences leave anything out: see "Silences" in the module docstring.
-        identity = orjson.dumps([_ID_VERSION, kind, slot_us, list(group.recipients), about])
+        identity_parts = [_ID_VERSION, kind, slot_us, list(group.recipients), about]
+        if group.webhooks:
+            # Only then: the ids of digests without own webhooks stay what they were.
+            identity_parts.append(list(group.webhooks))
+        identity = orjson.dumps(identity_parts)
         quiet = self._silenced({*group.firing, *resolved, *group.stale, *recovered})
         group.held = {d for d in quiet if d in group.firing or d in group.stale}
         group.held_checked = None
@@ -371,6 +389,7 @@ class DigestScheduler:
             ),
             stale_after=settings.stale_after,
             silenced=len(quiet),
+            webhooks=group.webhooks,
         )
 
     def _silenced(self, devices: set[str]) -> set[str]:

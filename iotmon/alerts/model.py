@@ -101,6 +101,9 @@ class Digest:
     stale_after: float | None = None
     silenced: int = 0
     """How many devices this digest would have listed but an active silence covers."""
+    webhooks: tuple[str, ...] = ()
+    """Override webhook destinations (ids, see :func:`iotmon.addresses.webhook_id`, never
+    URLs); empty means the default ``--webhook-url`` list."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +118,7 @@ class Digest:
             "recovered": [r.to_json() for r in self.recovered],
             "stale_after": self.stale_after,
             "silenced": self.silenced,
+            "webhooks": list(self.webhooks),
         }
 
     @classmethod
@@ -137,6 +141,8 @@ class Digest:
             recovered=tuple(DeviceReport.from_json(r) for r in doc["recovered"]),
             stale_after=_opt_float(doc["stale_after"]),
             silenced=int(doc.get("silenced", 0)),
+            # Absent in records written before webhooks existed.
+            webhooks=tuple(str(w) for w in doc.get("webhooks", ())),
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
-from iotmon.addresses import check_address
+from iotmon.addresses import check_address, check_webhook_ref, webhook_id
 from iotmon.alerts.model import Metric
 from iotmon.errors import ConfigError
 
@@ -54,18 +54,23 @@ class RuleOverride:
     clear_below: float | None = None
     for_seconds: float | None = None
     recipients: tuple[str, ...] | None = None
+    webhooks: tuple[str, ...] | None = None
+    """Webhook references (``env:NAME``, ``file:PATH`` or a URL) replacing the default
+    ``--webhook-url`` list for the matching devices."""
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any]) -> RuleOverride:
         """From a config-file table: ``{match = "glob", threshold = 90, clear_below = 85,
-        for = 30, recipients = ["a@x"]}`` (``recipients`` may also be one string).
+        for = 30, recipients = ["a@x"], webhooks = ["env:LINE3_TEAMS"]}`` (``recipients``
+        and ``webhooks`` may also be one string).
         ConfigError, naming the override, for unknown keys or wrong types."""
         where = f"override {table.get('match')!r}"
-        unknown = set(table) - {"match", "threshold", "clear_below", "for", "recipients"}
+        known = {"match", "threshold", "clear_below", "for", "recipients", "webhooks"}
+        unknown = set(table) - known
         if unknown:
             raise ConfigError(
                 f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                "known: match, threshold, clear_below, for, recipients"
+                f"known: {', '.join(sorted(known))}"
             )
         match = table.get("match")
         if not isinstance(match, str):
@@ -77,12 +82,20 @@ class RuleOverride:
             isinstance(recipients, list | tuple) and all(isinstance(r, str) for r in recipients)
         ):
             raise ConfigError(f"{where}: recipients must be a list of addresses")
+        webhooks = table.get("webhooks")
+        if isinstance(webhooks, str):
+            webhooks = [webhooks]
+        if webhooks is not None and not (
+            isinstance(webhooks, list | tuple) and all(isinstance(w, str) for w in webhooks)
+        ):
+            raise ConfigError(f"{where}: webhooks must be a list of env:NAME, file:PATH or URLs")
         return cls(
             match=match,
             threshold=_number(where, "threshold", table.get("threshold")),
             clear_below=_number(where, "clear_below", table.get("clear_below")),
             for_seconds=_number(where, "for", table.get("for")),
             recipients=None if recipients is None else tuple(recipients),
+            webhooks=None if webhooks is None else tuple(webhooks),
         )
 
     def __post_init__(self) -> None:
@@ -97,6 +110,11 @@ class RuleOverride:
                 raise ConfigError(f"{where}: recipients must not be empty (leave it out instead)")
             for address in self.recipients:
                 check_address(f"{where}: recipients", address)
+        if self.webhooks is not None:
+            if not self.webhooks:
+                raise ConfigError(f"{where}: webhooks must not be empty (leave it out instead)")
+            for ref in self.webhooks:
+                check_webhook_ref(f"{where}: webhooks", ref)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +178,8 @@ class Rule:
     for_us: int
     recipients: tuple[str, ...]
     """Empty: the default ``--mail-to`` recipients."""
+    webhooks: tuple[str, ...] = ()
+    """Webhook destination ids; empty: the default ``--webhook-url`` list."""
 
 
 class RuleBook:
@@ -220,6 +240,7 @@ def _resolve(settings: AlertSettings, override: RuleOverride | None) -> Rule:
         clear_below=clear_below,
         for_us=seconds_to_us(for_seconds),
         recipients=tuple(sorted(set(override.recipients or ()))),
+        webhooks=tuple(sorted({webhook_id(ref) for ref in override.webhooks or ()})),
     )
 
 

@@ -87,7 +87,14 @@ def effective_config(args: Sequence[str]) -> EffectiveConfig:
         # consume's own code builds and checks the settings, so both refuse the same values.
         consume_settings(ctx)
         with user_errors():
-            overrides = config.overrides
+            # An override's webhooks may be URLs with their token: masked like the option.
+            overrides = [
+                {
+                    k: mask_secrets({"webhook_url": v})["webhook_url"] if k == "webhooks" else v
+                    for k, v in o.items()
+                }
+                for o in config.overrides
+            ]
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         env_vars: dict[str, str] = {}

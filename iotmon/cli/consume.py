@@ -24,6 +24,7 @@ STATS = "Statistics and state"
 SCALE = "Several instances (Kafka)"
 ALERTS = "Alerts"
 EMAIL = "Email"
+WEBHOOKS = "Webhooks"
 OUTPUT = "Output"
 
 # Option defaults are the library's: read off default settings objects, never restated.
@@ -32,6 +33,7 @@ _KAFKA: Final = _DEFAULTS.source.kafka
 _PARSE: Final = _DEFAULTS.parse
 _ALERTS: Final = _DEFAULTS.alerts
 _EMAIL: Final = _DEFAULTS.email
+_WEBHOOKS: Final = _DEFAULTS.webhooks
 _SMTP: Final = SmtpSettings(host="localhost")
 _US: Final = 1_000_000
 _CHECK_ONLY: Final = "iotmon.consume.check_only"
@@ -282,8 +284,22 @@ def consume(
     flush_timeout: float = opt(
         _DEFAULTS.flush_timeout,
         "--flush-timeout",
-        help="On exit, wait this long for queued emails.",
+        help="On exit, wait this long for queued emails and webhook posts.",
         rich_help_panel=EMAIL,
+    ),
+    webhook_url: list[str] = opt(
+        [],
+        "--webhook-url",
+        help="Also post every digest here (repeatable): env:NAME (the URL is in that variable) "
+        "or file:PATH (on the file's first line) — webhook URLs hold a token, keep them off "
+        "the command line; a plain http(s):// URL works for hooks without one.",
+        rich_help_panel=WEBHOOKS,
+    ),
+    webhook_format: str = opt(
+        _WEBHOOKS.format,
+        "--webhook-format",
+        help="json (iotmon.digest.v1), slack (incoming-webhook message) or teams (message card).",
+        rich_help_panel=WEBHOOKS,
     ),
     json_output: bool = opt(
         False,
@@ -367,6 +383,8 @@ def consume(
             mail_to=mail_to,
             outbox=outbox,
             flush_timeout=flush_timeout,
+            webhook_urls=webhook_url,
+            webhook_format=webhook_format,
         )
     if ctx.meta.get(_CHECK_ONLY):
         ctx.meta[_SETTINGS] = settings

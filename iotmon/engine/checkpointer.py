@@ -104,14 +104,17 @@ class CommitGate:
         return sum(1 for entry in self._outbox.pending() if entry.seq > self._released)
 
     async def __call__(self, notification: Notification) -> None:
+        await self.hold(notification.digest.digest_id)
+        await self._notifier(notification)
+
+    async def hold(self, digest_id: str) -> None:
+        """Return once the digest may go out (any channel: webhooks are held here too)."""
         if self._holding and self._outbox is not None:
-            wanted = notification.digest.digest_id
-            seq = next((e.seq for e in self._outbox.pending() if e.digest_id == wanted), None)
+            seq = next((e.seq for e in self._outbox.pending() if e.digest_id == digest_id), None)
             while seq is not None and seq > self._released:
                 self._wakeup.clear()
                 if not await self._checkpoint():
                     await self._wakeup.wait()
-        await self._notifier(notification)
 
 
 class Checkpointer:

@@ -133,7 +133,11 @@ class Pipeline:
             checkpoint=self._checkpoint_for_notifications,
         )
         notifications = self._notifications = Notifications(
-            email=settings.email, notifier=gate, directory=settings.state_dir / "notifications"
+            email=settings.email,
+            notifier=gate,
+            directory=settings.state_dir / "notifications",
+            webhooks=settings.webhooks,
+            hold=gate.hold,
         )
         kafka = self._source_override is None and settings.source.input is None
         watch = self._silence_watch = silence_watch(settings, self.silences, kafka=kafka)

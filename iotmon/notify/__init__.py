@@ -10,7 +10,9 @@
   and :mod:`~iotmon.notify.words`.
 - :mod:`~iotmon.notify.outbox` — the durable queue in the state directory.
 - :mod:`~iotmon.notify.delivery` — the background worker that retries with backoff.
-- :mod:`~iotmon.notify.smtp` / :mod:`~iotmon.notify.eml` — the two built-in channels.
+- :mod:`~iotmon.notify.smtp` / :mod:`~iotmon.notify.eml` — the two built-in email channels.
+- :mod:`~iotmon.notify.webhook` — webhook receivers (aiohttp), with bodies from
+  :mod:`~iotmon.notify.webhook_payloads` (iotmon's JSON, Slack, Teams).
 - :mod:`~iotmon.notify.errors` — what a notifier raises to get a retry or give up.
 """
 
@@ -24,45 +26,68 @@ from iotmon.notify.delivery import DeliveryStats, DeliveryWorker
 from iotmon.notify.eml import EmlNotifier
 from iotmon.notify.errors import (
     DeliveryError,
+    DeliverySetupError,
     PermanentDeliveryError,
     SmtpAuthenticationError,
     SmtpSetupError,
     SmtpTlsRequiredError,
     TransientDeliveryError,
+    WebhookSetupError,
 )
 from iotmon.notify.message import message_id_for, render_email
-from iotmon.notify.model import DeviceReport, Digest, DigestKind, Metric, Notification, Notifier
+from iotmon.notify.model import (
+    DeviceReport,
+    Digest,
+    DigestKind,
+    Metric,
+    Notification,
+    Notifier,
+    WebhookPost,
+    WebhookPoster,
+)
 from iotmon.notify.notifications import Notifications
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
     DEFAULT_TIMEZONE,
     PASSWORD_ENV,
+    WEBHOOK_FORMATS,
     DeliverySettings,
     EmailSettings,
     Language,
     SmtpSecurity,
     SmtpSettings,
+    WebhookDestination,
+    WebhookFormat,
+    WebhookSettings,
     read_smtp_password,
+    resolve_webhook,
 )
 
 if TYPE_CHECKING:
     from iotmon.notify.smtp import SmtpNotifier
+    from iotmon.notify.webhook import WebhookNotifier
 
 
 def __getattr__(name: str) -> Any:
-    # aiosmtplib is loaded only when SMTP is used.
+    # aiosmtplib is loaded only when SMTP is used, aiohttp only with webhooks.
     if name == "SmtpNotifier":
         from iotmon.notify.smtp import SmtpNotifier
 
         return SmtpNotifier
+    if name == "WebhookNotifier":
+        from iotmon.notify.webhook import WebhookNotifier
+
+        return WebhookNotifier
     raise AttributeError(f"module 'iotmon.notify' has no attribute {name!r}")
 
 
 __all__ = [
     "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
+    "WEBHOOK_FORMATS",
     "DeliveryError",
     "DeliverySettings",
+    "DeliverySetupError",
     "DeliveryStats",
     "DeliveryWorker",
     "DeviceReport",
@@ -86,10 +111,18 @@ __all__ = [
     "SmtpSetupError",
     "SmtpTlsRequiredError",
     "TransientDeliveryError",
+    "WebhookDestination",
+    "WebhookFormat",
+    "WebhookNotifier",
+    "WebhookPost",
+    "WebhookPoster",
+    "WebhookSettings",
+    "WebhookSetupError",
     "build_notifier",
     "message_id_for",
     "read_smtp_password",
     "render_email",
+    "resolve_webhook",
 ]
 
 

@@ -2,9 +2,12 @@
 
 It runs as its own asyncio task, so a slow or dead SMTP server never stalls the stream
 consumer; the consumer only writes to the outbox (durably) and calls :meth:`wake`.
-Notifications are tried oldest first. A failure that is not permanent schedules that
-notification again after an exponential, jittered backoff; a
-:class:`~iotmon.notify.errors.PermanentDeliveryError` moves it to ``failed/``.
+Each destination (email, every webhook) is drained on its own, concurrently, oldest entry
+first, so an SMTP outage does not hold back a webhook, nor the reverse. A failure that is
+not permanent schedules that entry again after an exponential, jittered backoff — longer if
+the receiver asked for it (``Retry-After``: ``retry_after`` on the error, honoured up to
+``max_backoff``); a :class:`~iotmon.notify.errors.PermanentDeliveryError` moves it to
+``failed/``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,15 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from iotmon.notify.errors import PermanentDeliveryError, SmtpSetupError
-from iotmon.notify.model import Notifier
+from iotmon.notify.errors import (
+    DeliverySetupError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from iotmon.notify.model import Notifier, WebhookPoster
 from iotmon.notify.outbox import Outbox, OutboxEntry
 from iotmon.notify.settings import DeliverySettings
 
@@ -48,9 +56,16 @@ class DeliveryWorker:
         *,
         settings: DeliverySettings | None = None,
         rng: random.Random | None = None,
+        webhooks: WebhookPoster | None = None,
+        hold: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        """``notifier`` delivers email entries, ``webhooks`` webhook entries. ``hold`` is
+        awaited with the digest id before a webhook post (the engine's commit gate; email
+        goes through it as ``notifier``)."""
         self.outbox = outbox
         self.notifier = notifier
+        self.webhooks = webhooks
+        self._hold = hold
         self.settings = settings or DeliverySettings()
         self._sent = 0
         self._retried = 0
@@ -110,34 +125,80 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            self._wakeup.clear()
-            try:
+        # One drain task per destination with due entries: a destination that hangs until
+        # its timeout delays only its own entries.
+        drains: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                self._wakeup.clear()
+                now = loop.time()
                 for entry in self.outbox.pending():
-                    if self._retry_at.get(entry.digest_id, 0.0) <= loop.time():
-                        await self._attempt(entry)
-            except OSError:
-                # The outbox itself failed (disk full, permissions). Keep the task alive:
-                # dying would silently stop every later notification too.
-                log.exception("outbox bookkeeping failed; trying again shortly")
-                await asyncio.sleep(self.settings.initial_backoff)
-                continue
-            async with self._progress:
-                self._progress.notify_all()
-            pending = {e.digest_id for e in self.outbox.pending()}
-            next_at = min((self._retry_at.get(i, 0.0) for i in pending), default=None)
-            delay = None if next_at is None else max(0.0, next_at - loop.time())
-            if delay == 0.0:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wakeup.wait()
+                    destination = entry.destination
+                    if destination in drains or self._retry_at.get(entry.entry_id, 0.0) > now:
+                        continue
+                    drains[destination] = asyncio.create_task(
+                        self._drain(destination), name=f"iotmon-delivery-{destination}"
+                    )
+                idle = [e for e in self.outbox.pending() if e.destination not in drains]
+                next_at = min((self._retry_at.get(e.entry_id, 0.0) for e in idle), default=None)
+                delay = None if next_at is None else max(0.0, next_at - loop.time())
+                wakeup = asyncio.ensure_future(self._wakeup.wait())
+                try:
+                    await asyncio.wait(
+                        [wakeup, *drains.values()],
+                        timeout=delay,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    wakeup.cancel()
+                failed = False
+                for destination, task in list(drains.items()):
+                    if task.done():
+                        del drains[destination]
+                        if isinstance(task.exception(), OSError):
+                            failed = True
+                            # The outbox itself failed (disk full, permissions). Keep the
+                            # task alive: dying would silently stop every later notification.
+                            log.error(
+                                "outbox bookkeeping failed; trying again shortly",
+                                exc_info=task.exception(),
+                            )
+                async with self._progress:
+                    self._progress.notify_all()
+                if failed:
+                    await asyncio.sleep(self.settings.initial_backoff)
+        finally:
+            for task in drains.values():
+                task.cancel()
+            await asyncio.gather(*drains.values(), return_exceptions=True)
+
+    async def _drain(self, destination: str) -> None:
+        """One destination's due entries, in queue order."""
+        now = asyncio.get_running_loop().time()
+        for entry in self.outbox.pending():
+            if entry.destination == destination and self._retry_at.get(entry.entry_id, 0.0) <= now:
+                await self._attempt(entry)
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
+        if entry.is_email:
+            await self.notifier(entry.notification())
+            return
+        if self.webhooks is None:
+            raise DeliverySetupError(
+                f"notification {entry.entry_id} is for a webhook, and no webhook is "
+                "configured; set `webhook_url` again, or move the entry out of the "
+                "outbox's pending/ folder",
+                setting="webhook_url",
+            )
+        if self._hold is not None:
+            await self._hold(entry.digest_id)
+        await self.webhooks(entry.webhook_post())
 
     async def _attempt(self, entry: OutboxEntry) -> None:
-        digest_id = entry.digest_id
+        digest_id = entry.entry_id
         try:
             async with asyncio.timeout(self.settings.attempt_timeout):
-                await self.notifier(entry.notification())
+                await self._deliver(entry)
         except PermanentDeliveryError as exc:
             self.outbox.mark_failed(digest_id, str(exc))
             self._forget(digest_id)
@@ -153,11 +214,13 @@ class DeliveryWorker:
             attempts = self._attempts.get(digest_id, 0) + 1
             self._attempts[digest_id] = attempts
             delay = self._backoff(attempts)
+            if isinstance(exc, TransientDeliveryError) and exc.retry_after is not None:
+                delay = max(delay, min(exc.retry_after, self.settings.max_backoff))
             self._retry_at[digest_id] = asyncio.get_running_loop().time() + delay
             self._retried += 1
             self._last_error = str(exc) or type(exc).__name__
             # A wrong password or a missing TLS needs a person; the rest usually heals itself.
-            level = logging.ERROR if isinstance(exc, SmtpSetupError) else logging.WARNING
+            level = logging.ERROR if isinstance(exc, DeliverySetupError) else logging.WARNING
             log.log(
                 level,
                 "notification %s not delivered (attempt %d), retrying in %.1f s: %s",

@@ -11,11 +11,13 @@ from iotmon.errors import IotmonError
 
 __all__ = [
     "DeliveryError",
+    "DeliverySetupError",
     "PermanentDeliveryError",
     "SmtpAuthenticationError",
     "SmtpSetupError",
     "SmtpTlsRequiredError",
     "TransientDeliveryError",
+    "WebhookSetupError",
 ]
 
 
@@ -24,7 +26,22 @@ class DeliveryError(IotmonError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Worth trying again later (server down, timeout, 4xx reply): the notification stays queued."""
+    """Worth trying again later (server down, timeout, 4xx reply): the notification stays queued.
+
+    ``retry_after``: the receiver asked not to be tried again for that many seconds (an
+    HTTP ``Retry-After``); the delivery worker waits at least that long, up to its
+    ``max_backoff``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        setting: str | tuple[str, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, setting=setting)
+        self.retry_after = retry_after
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -32,13 +49,22 @@ class PermanentDeliveryError(DeliveryError):
     failed, kept on disk for inspection, and not retried."""
 
 
-class SmtpSetupError(TransientDeliveryError):
+class DeliverySetupError(TransientDeliveryError):
     """Delivery cannot work until a person changes a setting (or the server).
 
     Transient on purpose: nothing about the notification itself is wrong, so it stays
     queued for when the setting is fixed and the process restarted, instead of being thrown
     away. The delivery worker logs these as errors, not warnings.
     """
+
+
+class SmtpSetupError(DeliverySetupError):
+    """An SMTP setting (or the server) must change before mail can go out."""
+
+
+class WebhookSetupError(DeliverySetupError):
+    """A webhook setting must change: the destination a queued notification names is no
+    longer configured, or the receiver refuses our credentials."""
 
 
 class SmtpAuthenticationError(SmtpSetupError):

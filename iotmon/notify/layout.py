@@ -72,17 +72,7 @@ class Layout:
 
     @classmethod
     def of(cls, digest: Digest, words: Words, *, timezone: str) -> Layout:
-        listed: list[tuple[Section, list[DeviceReport]]] = []
-        unlisted: dict[Section, int] = {}
-        room = MAX_LISTED
-        for section in _SECTIONS:
-            reports = sorted(_reports(digest, section), key=hottest_first)
-            shown = _listed(reports, room)
-            room -= len(shown)
-            if len(shown) < len(reports):
-                unlisted[section] = len(reports) - len(shown)
-            if reports:
-                listed.append((section, shown))
+        listed, unlisted = select(digest, MAX_LISTED)
         trends = {
             id(report): Trend.of(report.trend, pane_s=report.pane_s, threshold=report.threshold)
             for _, shown in listed
@@ -157,6 +147,25 @@ class Layout:
 
     def point_s(self) -> float | None:
         return next((r.trend.window_s / len(r.trend.points) for r in self.rows() if r.trend), None)
+
+
+def select(
+    digest: Digest, room: int
+) -> tuple[list[tuple[Section, list[DeviceReport]]], dict[Section, int]]:
+    """The devices a rendering of ``digest`` lists when it has ``room`` for that many: each
+    non-empty section with its chosen devices (new first, then the hottest, shown hottest
+    first), and per section how many were left out."""
+    listed: list[tuple[Section, list[DeviceReport]]] = []
+    unlisted: dict[Section, int] = {}
+    for section in _SECTIONS:
+        reports = sorted(_reports(digest, section), key=hottest_first)
+        shown = _listed(reports, room)
+        room -= len(shown)
+        if len(shown) < len(reports):
+            unlisted[section] = len(reports) - len(shown)
+        if reports:
+            listed.append((section, shown))
+    return listed, unlisted
 
 
 def _listed(reports: Sequence[DeviceReport], room: int) -> list[DeviceReport]:

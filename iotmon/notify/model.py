@@ -1,4 +1,5 @@
-"""What a notification is about (:class:`Digest`) and what a notifier receives.
+"""What a notification is about (:class:`Digest`) and what a notifier receives: a
+:class:`Notification` (email) or a :class:`WebhookPost`.
 
 The digest is the structured content; the email is one rendering of it. Both travel
 together in a :class:`Notification`, so a custom notifier can post the structured data
@@ -22,6 +23,8 @@ __all__ = [
     "Metric",
     "Notification",
     "Notifier",
+    "WebhookPost",
+    "WebhookPoster",
 ]
 
 
@@ -42,3 +45,21 @@ Notifier: TypeAlias = Callable[[Notification], Awaitable[None]]
 :class:`~iotmon.notify.errors.PermanentDeliveryError` to give up on it, anything else to
 have it retried later. It may be called again for the same notification after a crash, so
 a notifier that can deduplicate should use :attr:`Notification.message_id`."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookPost:
+    """What a :data:`WebhookPoster` is handed: one digest's body for one destination."""
+
+    entry_id: str
+    """The outbox entry's id, derived from the digest and the destination: the same on
+    every attempt, so it is the ``Idempotency-Key`` receivers deduplicate by."""
+    destination: str
+    """The destination's id (:func:`iotmon.addresses.webhook_id`), never its URL."""
+    digest: Digest
+    body: bytes
+    """The rendered JSON, exactly as queued."""
+
+
+WebhookPoster: TypeAlias = Callable[[WebhookPost], Awaitable[None]]
+"""Delivers one webhook post; raises like a :data:`Notifier`."""

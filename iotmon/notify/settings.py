@@ -1,8 +1,12 @@
-"""Settings of the notification side: who gets mail, how it is delivered, how hard to retry.
+"""Settings of the notification side: who gets mail and webhooks, how they are delivered,
+how hard to retry.
 
 Filled in by the config layer from the CLI, the environment and the TOML file. The SMTP
 password is never a command-line option: :func:`read_smtp_password` takes it from
 ``IOTMON_SMTP_PASSWORD`` or a file, and :class:`SmtpSettings` never shows it in its repr.
+Webhook URLs are secrets too (the token is in the path): :func:`resolve_webhook` reads
+them from ``env:NAME`` or ``file:PATH`` references, and :class:`WebhookDestination` shows
+only scheme and host.
 """
 
 from __future__ import annotations
@@ -14,18 +18,23 @@ from pathlib import Path
 from typing import Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iotmon.addresses import check_address
+from iotmon.addresses import check_address, check_webhook_ref, redact_url, webhook_id
 from iotmon.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TIMEZONE",
     "PASSWORD_ENV",
+    "WEBHOOK_FORMATS",
     "DeliverySettings",
     "EmailSettings",
     "Language",
     "SmtpSecurity",
     "SmtpSettings",
+    "WebhookDestination",
+    "WebhookFormat",
+    "WebhookSettings",
     "read_smtp_password",
+    "resolve_webhook",
 ]
 
 PASSWORD_ENV = "IOTMON_SMTP_PASSWORD"
@@ -34,6 +43,8 @@ DEFAULT_TIMEZONE: Final = "UTC"
 
 SmtpSecurity: TypeAlias = Literal["auto", "none", "starttls", "ssl"]
 Language: TypeAlias = Literal["en", "pt-BR"]
+WebhookFormat: TypeAlias = Literal["json", "slack", "teams"]
+WEBHOOK_FORMATS: Final[tuple[WebhookFormat, ...]] = ("json", "slack", "teams")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,3 +181,91 @@ def read_smtp_password(
             raise ConfigError(f"smtp-password-file: {password_file} is empty")
         return lines[0]
     return environ.get(PASSWORD_ENV) or None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookDestination:
+    """One webhook receiver: the reference it was configured by and the URL it resolves
+    to. Its :attr:`id` is what the outbox and the digests store; :attr:`shown` is what logs
+    and errors print."""
+
+    ref: str = field(repr=False)
+    url: str = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return webhook_id(self.ref)
+
+    @property
+    def shown(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"WebhookDestination(id={self.id!r}, url={self.shown!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    """Where digests are posted besides email, and in which format.
+
+    ``default`` receives every digest whose devices' rule names no webhooks of its own;
+    ``known`` holds every destination a digest may name (the defaults and those of the
+    per-device overrides), resolved at startup so a missing variable is reported then.
+    ``timeout`` bounds one POST (connect, send, answer).
+    """
+
+    default: tuple[WebhookDestination, ...] = ()
+    known: tuple[WebhookDestination, ...] = ()
+    format: WebhookFormat = "json"
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.format not in WEBHOOK_FORMATS:
+            raise ConfigError(f"webhook-format: must be json, slack or teams, got {self.format!r}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(
+                f"webhook timeout: must be a positive number of seconds, got {self.timeout}"
+            )
+
+    def destination(self, destination_id: str) -> WebhookDestination | None:
+        for destination in (*self.default, *self.known):
+            if destination.id == destination_id:
+                return destination
+        return None
+
+    def ids_for(self, override_ids: tuple[str, ...]) -> tuple[str, ...]:
+        """The destinations of a digest: its rule's own, else the defaults."""
+        if override_ids:
+            return override_ids
+        return tuple(dict.fromkeys(d.id for d in self.default))
+
+
+def resolve_webhook(option: str, ref: str, *, environ: Mapping[str, str]) -> WebhookDestination:
+    """``env:NAME`` → that variable; ``file:PATH`` → the file's first line; a URL as is.
+    ConfigError naming ``option`` and never the URL (scheme and host at most)."""
+    check_webhook_ref(option, ref)
+    if ref.startswith("env:"):
+        name = ref[4:]
+        url = environ.get(name, "").strip()
+        if not url:
+            raise ConfigError(
+                f"{option}: {ref!r}: the environment variable {name} is not set; export the "
+                "webhook URL in it"
+            )
+    elif ref.startswith("file:"):
+        path = Path(ref[5:]).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{option}: {ref!r}: cannot read the file: {exc.strerror}") from None
+        url = lines[0].strip() if lines else ""
+        if not url:
+            raise ConfigError(f"{option}: {ref!r}: the file is empty; put the URL on line 1")
+    else:
+        url = ref
+    if not url.startswith(("http://", "https://")) or redact_url(url) == "<unparsable URL>":
+        raise ConfigError(
+            f"{option}: {ref if not ref.startswith('http') else redact_url(ref)!r} does not "
+            "hold an http(s):// URL with a host"
+        )
+    return WebhookDestination(ref=ref, url=url)
