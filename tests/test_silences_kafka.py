@@ -161,10 +161,26 @@ def test_a_silence_reaches_both_running_instances_and_survives_their_restart(
         assert "1 device silenced" in text_of(mail.message)
         [shown] = [s for s in list_json(where) if s["pattern"] == "Equip-F*"]
         assert shown["state"] == "active"
+        # `iotmon status` reads only the state directories; the consumers copy the silences
+        # they know into their checkpoints.
+        deadline = time.monotonic() + PATIENCE_S
+        while (silenced := status_silenced(tmp_path / "state0", tmp_path / "state1")) != {
+            "Equip-F1"
+        }:
+            assert time.monotonic() < deadline, silenced
+            time.sleep(0.2)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 stop(proc)
+
+
+def status_silenced(*state_dirs: Path) -> set[str]:
+    found: set[str] = set()
+    for state_dir in state_dirs:
+        doc = orjson.loads(iotmon("status", "--state-dir", str(state_dir), "--json").stdout)
+        found.update(doc["silenced"])
+    return found
 
 
 def list_json(where: tuple[str, ...]) -> list[dict[str, str]]:

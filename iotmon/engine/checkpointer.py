@@ -182,10 +182,12 @@ class Checkpointer:
             covered.append(part)
             part.dirty = False
         mark = gate.mark()
+        silences = self._alerter.silences
         process = ProcessDocument(
             alerter=self._alerter.to_state(devices=False),
             clock_us=self._clock.now_us,
             outbox_seq=mark,
+            silences=[] if silences is None else [s.to_json() for s in silences.all()],
         )
         positions = {p.name: p.position for p in covered if p.position is not None}
         checkpoints = [Checkpoint(p.name, checkpoint_id, p.position, b) for p, b in written]

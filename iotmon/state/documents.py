@@ -93,6 +93,9 @@ class ProcessDocument:
     clock_us: int = 0
     outbox_seq: int | None = None
     """The newest notification a durable checkpoint covers (see the commit gate)."""
+    silences: list[JsonObject] = field(default_factory=list)
+    """The silences the consumer knew of when it wrote this (``Silence.to_json``), for
+    ``iotmon status``: a Kafka group keeps them in a topic that command does not read."""
 
 
 def partition_body(doc: PartitionDocument) -> dict[str, object]:
@@ -161,7 +164,12 @@ def decode_partition_body(raw: Mapping[str, object]) -> PartitionDocument:
 
 
 def process_body(doc: ProcessDocument) -> dict[str, object]:
-    return {"alerter": doc.alerter, "clock_us": doc.clock_us, "outbox_seq": doc.outbox_seq}
+    return {
+        "alerter": doc.alerter,
+        "clock_us": doc.clock_us,
+        "outbox_seq": doc.outbox_seq,
+        "silences": doc.silences,
+    }
 
 
 def decode_process_body(raw: Mapping[str, object]) -> ProcessDocument:
@@ -174,7 +182,11 @@ def decode_process_body(raw: Mapping[str, object]) -> ProcessDocument:
     seq = raw.get("outbox_seq")
     if seq is not None and type(seq) is not int:
         raise DocumentError("outbox_seq", "a whole number or null", seq)
-    return ProcessDocument(alerter=alerter, clock_us=clock_us, outbox_seq=seq)
+    # Absent from documents written before silences existed.
+    silences = raw.get("silences", [])
+    if type(silences) is not list or not all(type(s) is dict for s in silences):
+        raise DocumentError("silences", "a list of objects", silences)
+    return ProcessDocument(alerter=alerter, clock_us=clock_us, outbox_seq=seq, silences=silences)
 
 
 _WINDOW_FIELDS: Final = ("window_us", "pane_us", "lateness_us")

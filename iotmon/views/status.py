@@ -14,7 +14,7 @@ from typing import Any
 
 from iotmon.alerts import AlertSettings, AlertTracker
 from iotmon.alerts.rules import RuleBook
-from iotmon.alerts.silences import Silences
+from iotmon.alerts.silences import Silence, Silences
 from iotmon.report import DeviceSummaries, Report
 from iotmon.state.documents import JsonObject
 from iotmon.state.silences import FileSilenceStore
@@ -60,9 +60,17 @@ def read_status(state_dir: Path) -> Report:
 
 
 def silenced_in(state_dir: Path, alert_states: dict[str, str]) -> list[str]:
-    """The devices of ``alert_states`` an active silence of the state directory covers (a
-    file-input consumer's; a Kafka group keeps its silences in its topic)."""
-    live = Silences(FileSilenceStore(state_dir, clock=time.time).load())
+    """The devices of ``alert_states`` an active silence covers now: a file-input consumer's
+    silences are in the state directory's silences file; a Kafka group's are in its topic,
+    and the consumer copies the ones it knows into each checkpoint."""
+    known = FileSilenceStore(state_dir, clock=time.time).load()
+    process = StateDir(state_dir).load_process()
+    if process is not None:
+        try:
+            known += [Silence.from_json(dict(doc)) for doc in process.silences]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the silences in {state_dir}'s checkpoint: {exc}") from exc
+    live = Silences(known)
     return sorted(d for d in alert_states if live.silenced(d))
 
 
