@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,22 @@ NOISY_FLEET = (
     *("--bad-rate", "0.001", "--late-rate", "0.01", "--spike-rate", "0.001"),
 )
 """`iotmon simulate` options for the big runs: 5,000 devices, some bad, late and spiky lines."""
+
+
+def reading_line(device: str, at: datetime, temperature: float) -> bytes:
+    """One reading in the seed's layout (no newline), from device ``device`` at ``at``."""
+    return orjson.dumps(
+        {
+            "id_sensor": f"Sensor-{device}",
+            "id_equipamento": device,
+            "sensor": "sensor1",
+            "data_evento": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "padrao": {
+                "formato": "iot:leitura:sensor:temp",
+                "leitura": {"temperatura": temperature},
+            },
+        }
+    )
 
 
 def fill_topic(bootstrap: str, topic: str, count: int) -> None:

@@ -36,7 +36,16 @@ import typer.main
 
 from iotmon.cli import app
 from tests.conftest import SMTP_PASSWORD, SMTP_USER, SMTPCapture
-from tests.helpers import drop_topics, free_port, iotmon, metric, scrape_until, spawn, stop
+from tests.helpers import (
+    drop_topics,
+    free_port,
+    iotmon,
+    metric,
+    reading_line,
+    scrape_until,
+    spawn,
+    stop,
+)
 from tests.webhook_server import WebhookServer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -61,18 +70,7 @@ def _temperatures(t: int) -> list[tuple[str, float]]:
 
 
 def _line(device: str, t: float, temperature: float) -> bytes:
-    return orjson.dumps(
-        {
-            "id_sensor": f"Sensor-{device}",
-            "id_equipamento": device,
-            "sensor": "sensor1",
-            "data_evento": (T0 + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "padrao": {
-                "formato": "iot:leitura:sensor:temp",
-                "leitura": {"temperatura": temperature},
-            },
-        }
-    )
+    return reading_line(device, T0 + timedelta(seconds=t), temperature)
 
 
 def readings() -> bytes:

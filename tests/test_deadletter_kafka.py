@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from iotmon.kafka.admin import ensure_topic
 from tests.conftest import SMTPCapture
-from tests.helpers import drop_topics, iotmon
+from tests.helpers import drop_topics, iotmon, reading_line
 from tests.test_consume_kafka import read_topic
 
 BIG = 2 << 20
@@ -21,19 +21,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def reading(device: str, seconds: int, temperature: float) -> bytes:
-    at = (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return orjson.dumps(
-        {
-            "id_sensor": f"Sensor-{device}",
-            "id_equipamento": device,
-            "sensor": "sensor1",
-            "data_evento": at,
-            "padrao": {
-                "formato": "iot:leitura:sensor:temp",
-                "leitura": {"temperatura": temperature},
-            },
-        }
-    )
+    return reading_line(device, T0 + timedelta(seconds=seconds), temperature)
 
 
 @pytest.mark.parametrize(

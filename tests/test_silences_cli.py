@@ -6,28 +6,27 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
 import orjson
 
 from tests.conftest import SMTPCapture
-from tests.helpers import PATIENCE_S, free_port, iotmon, metric, scrape_until, spawn, stop
+from tests.helpers import (
+    PATIENCE_S,
+    free_port,
+    iotmon,
+    metric,
+    reading_line,
+    scrape_until,
+    spawn,
+    stop,
+)
 
 
 def reading(device: str, temperature: float, now: float) -> bytes:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-    doc = {
-        "id_sensor": f"Sensor-{device}",
-        "id_equipamento": device,
-        "sensor": "sensor1",
-        "data_evento": stamp,
-        "padrao": {
-            "formato": "iot:leitura:sensor:temp",
-            "leitura": {"temperatura": temperature},
-        },
-    }
-    return orjson.dumps(doc) + b"\n"
+    return reading_line(device, datetime.fromtimestamp(now, UTC), temperature) + b"\n"
 
 
 def append(path: Path, *devices: str) -> None:

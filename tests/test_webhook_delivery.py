@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -114,16 +115,23 @@ def notifications(
     )
 
 
+@contextlib.asynccontextmanager
+async def started(sink: Notifications) -> AsyncIterator[Notifications]:
+    """``sink`` delivering for the duration of the block."""
+    await sink.start()
+    try:
+        yield sink
+    finally:
+        await sink.aclose()
+
+
 async def test_a_digest_is_posted_with_its_idempotency_key(
     tmp_path: Path, webhook_server: WebhookServer
 ) -> None:
     sink = notifications(tmp_path, hooks(webhook_server.url()))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     [request] = webhook_server.received
     entry_id = f"{1:032x}-{webhook_id('env:HOOK0')}"
     assert request.key == entry_id
@@ -140,8 +148,7 @@ async def test_an_outage_is_ridden_out_and_each_digest_arrives_once(
 ) -> None:
     webhook_server.answer(503)
     sink = notifications(tmp_path, hooks(webhook_server.url()))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1), digest(2)])
         await asyncio.to_thread(
             webhook_server.wait_for, lambda got: len({r.key for r in got}) == 2 and len(got) >= 6
@@ -149,8 +156,6 @@ async def test_an_outage_is_ridden_out_and_each_digest_arrives_once(
         assert sink.stats().retried >= 4
         webhook_server.answer(200)
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     delivered = webhook_server.delivered()
     assert sorted(r.json()["digest_id"] for r in delivered) == [f"{1:032x}", f"{2:032x}"]
     retried_keys = {r.key for r in webhook_server.received if r.status == 503}
@@ -163,12 +168,9 @@ async def test_retryable_answers_are_retried(
 ) -> None:
     webhook_server.answers = [(status, {})]
     sink = notifications(tmp_path, hooks(webhook_server.url()))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     assert [r.status for r in webhook_server.received] == [status, 200]
     assert sink.stats().failed == 0
 
@@ -179,12 +181,9 @@ async def test_other_client_errors_go_to_failed(
 ) -> None:
     webhook_server.answer(status)
     sink = notifications(tmp_path, hooks(webhook_server.url()))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     assert len(webhook_server.received) == 1, "not retried"
     entry_id = f"{1:032x}-{webhook_id('env:HOOK0')}"
     assert Outbox(tmp_path / "outbox").state_of(entry_id) == "failed"
@@ -202,12 +201,9 @@ async def test_retry_after_is_honoured(tmp_path: Path, webhook_server: WebhookSe
         directory=tmp_path / "outbox",
         webhooks=hooks(webhook_server.url()),
     )
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     first, second = webhook_server.received
     assert (first.status, second.status) == (429, 200)
     assert second.at - first.at >= 0.95
@@ -226,13 +222,10 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 async def test_a_dead_receiver_is_retried_until_it_comes_up(tmp_path: Path) -> None:
     port = free_port()
     sink = notifications(tmp_path, hooks(f"http://127.0.0.1:{port}/hook"))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert not await sink.flush(0.3)
         assert "cannot deliver to webhook http://127.0.0.1" in (sink.stats().last_error or "")
-    finally:
-        await sink.aclose()
     assert len(Outbox(tmp_path / "outbox")) == 1, "still queued for the next start"
 
 
@@ -241,16 +234,13 @@ async def test_an_smtp_outage_does_not_hold_back_the_webhook(
     tmp_path: Path, webhook_server: WebhookServer, email: Notifier
 ) -> None:
     sink = notifications(tmp_path, hooks(webhook_server.url()), notifier=email)
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) == 1)
         # Queued while the email of the first digest is still being tried.
         sink([digest(2)])
         await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) == 2)
         assert not await sink.flush(0.2)
-    finally:
-        await sink.aclose()
     outbox = Outbox(tmp_path / "outbox")
     assert [e.entry_id for e in outbox.pending()] == [f"{1:032x}", f"{2:032x}"]
 
@@ -261,13 +251,10 @@ async def test_a_webhook_outage_does_not_hold_back_email(
     webhook_server.answer(503)
     smtp = SmtpNotifier(SmtpSettings(host=smtp_server.host, port=smtp_server.port, timeout=5))
     sink = notifications(tmp_path, hooks(webhook_server.url()), notifier=smtp)
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1), digest(2)])
         await asyncio.to_thread(smtp_server.wait_for_sync, 2)
         assert not await sink.flush(0.5)
-    finally:
-        await sink.aclose()
     assert len(smtp_server.messages) == 2
     assert {e.destination for e in Outbox(tmp_path / "outbox").pending()} == {
         webhook_id("env:HOOK0")
@@ -282,12 +269,9 @@ async def test_each_destination_gets_its_own_entry_and_overrides_replace_the_def
         webhook_server.url("/a"), webhook_server.url("/b"), known=(webhook_server.url("/c"),)
     )
     sink = notifications(tmp_path, settings)
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1), digest(2, webhooks=(line3,))])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     got = sorted((r.path, r.json()["digest_id"]) for r in webhook_server.received)
     assert got == [("/a", f"{1:032x}"), ("/b", f"{1:032x}"), ("/c", f"{2:032x}")]
 
@@ -328,11 +312,8 @@ async def test_an_outbox_left_by_an_older_version_is_still_delivered(
     (pending / f"{d.digest_id}.json").write_bytes(orjson.dumps(record))
     smtp = SmtpNotifier(SmtpSettings(host=smtp_server.host, port=smtp_server.port, timeout=5))
     sink = notifications(tmp_path, hooks(webhook_server.url()), notifier=smtp)
-    await sink.start()
-    try:
+    async with started(sink):
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     [mail] = smtp_server.messages
     assert d.digest_id in str(mail)
     assert webhook_server.received == [], "an old entry is an email, nothing else"
@@ -350,12 +331,9 @@ async def test_the_secret_url_is_stored_and_logged_nowhere(
     )
     assert SECRET not in repr(settings)
     sink = notifications(tmp_path, settings)
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     assert webhook_server.received[0].path == f"/services/{SECRET}", "it was really used"
     stats = sink.stats()
     for text in (caplog.text, repr(stats), str(stats.last_error)):
@@ -393,15 +371,12 @@ async def test_a_webhook_waits_for_the_commit_gate(
         await released.wait()
 
     sink = notifications(tmp_path, hooks(webhook_server.url()), hold=hold)
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         assert not await sink.flush(0.2)
         assert webhook_server.received == [] and held == [f"{1:032x}"]
         released.set()
         assert await sink.flush(PATIENCE_S)
-    finally:
-        await sink.aclose()
     assert len(webhook_server.received) == 1
 
 
@@ -410,19 +385,13 @@ async def test_an_entry_whose_destination_was_removed_stays_queued_with_an_error
 ) -> None:
     webhook_server.answer(503)
     sink = notifications(tmp_path, hooks(webhook_server.url()))
-    await sink.start()
-    try:
+    async with started(sink):
         sink([digest(1)])
         await asyncio.to_thread(webhook_server.wait_for, lambda got: len(got) >= 1)
-    finally:
-        await sink.aclose()
     # Restarted without any --webhook-url: the queued post is not thrown away.
     restarted = notifications(tmp_path, WebhookSettings())
-    await restarted.start()
-    try:
+    async with started(restarted):
         assert not await restarted.flush(0.3)
-    finally:
-        await restarted.aclose()
     assert "no longer configured" in (restarted.stats().last_error or "")
     assert any(r.levelno == logging.ERROR for r in caplog.records)
     assert len(Outbox(tmp_path / "outbox")) == 1

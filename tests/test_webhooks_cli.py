@@ -13,10 +13,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 
-from tests.helpers import PATIENCE_S, drop_topics, iotmon, spawn
+from tests.helpers import PATIENCE_S, drop_topics, iotmon, reading_line, spawn
 from tests.test_webhook_payloads import validate_json, validate_teams
 from tests.webhook_server import WebhookServer
 
@@ -27,18 +26,7 @@ HOT = [f"HOT{k}" for k in range(5)]
 
 
 def _line(device: str, t: float, temperature: float) -> bytes:
-    return orjson.dumps(
-        {
-            "id_sensor": f"Sensor-{device}",
-            "id_equipamento": device,
-            "sensor": "sensor1",
-            "data_evento": (T0 + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "padrao": {
-                "formato": "iot:leitura:sensor:temp",
-                "leitura": {"temperatura": temperature},
-            },
-        }
-    )
+    return reading_line(device, T0 + timedelta(seconds=t), temperature)
 
 
 def readings(path: Path, *, until: int = 600) -> Path:
