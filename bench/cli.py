@@ -30,8 +30,8 @@ CACHE = REPO / ".cache" / "bench"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmarks of iotmon next to a bare aiokafka loop, Quix Streams and "
-        "PySpark Structured Streaming (see bench/README.md).",
+        description="Benchmarks of iotmon next to a bare aiokafka loop, Quix Streams, "
+        "PySpark Structured Streaming, faust-streaming and Bytewax (see bench/README.md).",
     )
     parser.add_argument(
         "--full",
@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     parser.add_argument("--no-spark", action="store_true", help="leave PySpark out")
+    parser.add_argument(
+        "--faust",
+        action=argparse.BooleanOptionalAction,
+        help="faust-streaming in the throughput scenario (default: in --full only)",
+    )
+    parser.add_argument(
+        "--bytewax",
+        action=argparse.BooleanOptionalAction,
+        help="Bytewax in the throughput and memory scenarios (default: in --full only)",
+    )
     parser.add_argument(
         "--spark-latency",
         action="store_true",
@@ -107,14 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps:
         plan.reps = args.reps
         plan.quix_sliding_reps = min(plan.quix_sliding_reps, args.reps)
+        plan.faust_reps = min(plan.faust_reps, args.reps)
+        plan.bytewax_reps = min(plan.bytewax_reps, args.reps)
     if args.readings:
         plan.readings = args.readings
         plan.file_lines = 2 * args.readings
         plan.quix_readings = min(plan.quix_readings, args.readings)
         plan.quix_sliding_readings = min(plan.quix_sliding_readings, args.readings)
+        plan.faust_readings = min(plan.faust_readings, args.readings)
+        plan.faust_running_readings = min(plan.faust_running_readings, args.readings)
+        plan.bytewax_readings = min(plan.bytewax_readings, args.readings)
         plan.skipped.append(f"smaller data than the plan's (--readings {args.readings:,})")
     plan.quix = not args.no_quix
     plan.spark = not args.no_spark
+    for peer in ("faust", "bytewax"):
+        wanted_peer = getattr(args, peer)
+        if wanted_peer is not None:
+            setattr(plan, peer, wanted_peer)
     if args.spark_latency:
         plan.spark_latency = True
         plan.skipped = [s for s in plan.skipped if "PySpark alert latency" not in s]
@@ -136,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = datetime.now(UTC)
     needs_peers = bool({"throughput", "startup", "memory", "latency"} & set(plan.scenarios))
-    if needs_peers and (plan.quix or plan.spark):
+    if needs_peers and (plan.quix or plan.spark or plan.faust or plan.bytewax):
         peers = ensure_peer_env(
-            refresh=args.refresh_peers, log=log, want_quix=plan.quix, want_spark=plan.spark
+            refresh=args.refresh_peers,
+            log=log,
+            want_quix=plan.quix,
+            want_spark=plan.spark,
+            want_faust=plan.faust,
+            want_bytewax=plan.bytewax,
         )
     else:
         peers = PeerEnv()

@@ -1,8 +1,12 @@
 """What the numbers were measured on (machine, versions), and the peers' own virtualenv.
 
-The peers (Quix Streams, PySpark) never enter the project's dependencies: the first bench
-run creates ``.cache/bench-peers/venv`` with pip and installs them there, then reuses it
-(``--refresh-peers`` rebuilds it to pick up new releases). PySpark needs its Kafka source,
+The peers (Quix Streams, PySpark, faust-streaming, Bytewax) never enter the project's
+dependencies: the first bench run creates ``.cache/bench-peers/venv`` with pip and installs
+them there, then reuses it, adding a peer it lacks when a run wants it (``--refresh-peers``
+rebuilds it to pick up new releases). The four resolve together in one venv (Python 3.11:
+Quix Streams pins confluent-kafka, which Bytewax's Kafka extra accepts; faust-streaming
+brings its own aiokafka), so they share it. Bytewax is installed from a wheel only
+(``--only-binary``): pip must never try to build its Rust core here. PySpark needs its Kafka source,
 ``spark-sql-kafka-0-10``, from Maven Central in the *same* version; PyPI sometimes has a
 PySpark release whose connector is not on Maven Central yet, so the newest PySpark whose
 connector Maven can fetch is installed (and the choice is recorded in the results).
@@ -115,6 +119,8 @@ def versions(peers: PeerEnv | None, *, external_broker: str | None) -> dict[str,
         "aiokafka": _dist_version("aiokafka"),
         "orjson": _dist_version("orjson"),
         "quixstreams": peers.quix if peers else None,
+        "faust_streaming": peers.faust if peers else None,
+        "bytewax": peers.bytewax if peers else None,
         "pyspark": peers.spark if peers else None,
         "spark_kafka_connector": peers.connector if peers else None,
         "kafka_broker": f"external broker {external_broker}" if external_broker else kafka,
@@ -130,23 +136,44 @@ class PeerEnv:
     spark: str | None = None
     spark_error: str | None = None
     connector: str | None = None
+    faust: str | None = None
+    faust_error: str | None = None
+    bytewax: str | None = None
+    bytewax_error: str | None = None
     ivy_dir: str = str(PEERS_DIR / "ivy")
 
 
-def ensure_peer_env(*, refresh: bool, log: Log, want_spark: bool, want_quix: bool) -> PeerEnv:
+def ensure_peer_env(
+    *,
+    refresh: bool,
+    log: Log,
+    want_spark: bool,
+    want_quix: bool,
+    want_faust: bool = False,
+    want_bytewax: bool = False,
+) -> PeerEnv:
     """The peers' virtualenv, created (pip) on first use; never raises: a peer that cannot be
-    installed is reported as unavailable with the reason."""
+    installed is reported as unavailable with the reason. A peer the existing venv lacks is
+    added to it; the others are kept as they are (no upgrade without ``refresh``)."""
     venv = PEERS_DIR / "venv"
     python = venv / "bin" / "python"
     stamp = venv / _STAMP
+    env = None
     if not refresh and python.exists() and stamp.exists():
         try:
             env = PeerEnv(**json.loads(stamp.read_text()))
         except (TypeError, ValueError):
             env = None
-        if env is not None and (env.quix or not want_quix) and (env.spark or not want_spark):
-            return env
-    env = PeerEnv()
+    if env is None:
+        env = PeerEnv()
+    missing = {
+        "quix": want_quix and not env.quix,
+        "spark": want_spark and not env.spark,
+        "faust": want_faust and not env.faust,
+        "bytewax": want_bytewax and not env.bytewax,
+    }
+    if python.exists() and stamp.exists() and not refresh and not any(missing.values()):
+        return env
     if refresh and venv.exists():
         shutil.rmtree(venv)
     if not python.exists():
@@ -158,17 +185,39 @@ def ensure_peer_env(*, refresh: bool, log: Log, want_spark: bool, want_quix: boo
         if failed is None:
             failed = _call([str(python), "-m", "pip", "install", "-q", "-U", "pip"], log, 600)
         if failed is not None:
-            env.quix_error = env.spark_error = f"could not create the peers' venv: {failed}"
+            reason = f"could not create the peers' venv: {failed}"
+            env.quix_error = env.spark_error = env.faust_error = env.bytewax_error = reason
             return env
     env.python = str(python)
 
-    if want_quix:
+    if missing["quix"]:
         failed = _call([str(python), "-m", "pip", "install", "-q", "-U", "quixstreams"], log, 900)
         env.quix = _peer_version(python, "quixstreams")
-        if env.quix is None:
-            env.quix_error = f"pip could not install quixstreams: {failed}"
-    if want_spark:
+        env.quix_error = None if env.quix else f"pip could not install quixstreams: {failed}"
+    if missing["spark"]:
         _install_spark(env, python, log)
+    if missing["faust"]:
+        log("installing faust-streaming into the peers' virtualenv")
+        failed = _call(
+            [str(python), "-m", "pip", "install", "-q", "-U", "faust-streaming"], log, 900
+        )
+        env.faust = _peer_version(python, "faust-streaming")
+        env.faust_error = None if env.faust else f"pip could not install faust-streaming: {failed}"
+    if missing["bytewax"]:
+        log("installing bytewax[kafka] into the peers' virtualenv")
+        failed = _call(
+            [
+                str(python),
+                *("-m", "pip", "install", "-q", "-U", "--only-binary", "bytewax"),
+                "bytewax[kafka]",
+            ],
+            log,
+            900,
+        )
+        env.bytewax = _peer_version(python, "bytewax")
+        env.bytewax_error = (
+            None if env.bytewax else f"pip could not install a bytewax[kafka] wheel: {failed}"
+        )
     stamp.write_text(json.dumps(asdict(env), indent=2))
     return env
 

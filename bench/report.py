@@ -80,7 +80,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     add(
         f"| versions | Python {v['python']} · iotmon {v['iotmon']} · aiokafka {v['aiokafka']} · "
         f"orjson {v['orjson']} · quixstreams {v['quixstreams'] or _NA} · "
-        f"pyspark {v['pyspark'] or _NA} · Kafka {v['kafka_broker'] or _NA} (KRaft, 1 node) · "
+        f"pyspark {v['pyspark'] or _NA} · faust-streaming {v.get('faust_streaming') or _NA} · "
+        f"bytewax {v.get('bytewax') or _NA} · Kafka {v['kafka_broker'] or _NA} (KRaft, 1 node) · "
         f"{v['java'] or 'no Java'} |"
     )
     plan = meta["plan"]
@@ -198,11 +199,20 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
         "quix_running": f"Quix Streams {v['quixstreams']}: running mean only{prefix(quix_n)}",
         "spark": f"PySpark {v['pyspark'] or ''} local[2]: notebook query "
         "(groupBy(sensor) avg, complete, memory sink)",
+        "faust_hopping": f"faust-streaming {v.get('faust_streaming') or ''}: running mean "
+        f"Table + 300 s / 10 s hopping window Table, changelogs on"
+        f"{_of_topic(tp.get('faust_readings', total), total)}",
+        "faust_running": f"faust-streaming {v.get('faust_streaming') or ''}: running mean "
+        f"Table only{_of_topic(tp.get('faust_running_readings', total), total)}",
+        "bytewax": f"Bytewax {v.get('bytewax') or ''}: `stateful_map` running mean + "
+        "`fold_window` 300 s / 10 s sliding windows (event time), SQLite recovery on"
+        f"{_of_topic(tp.get('bytewax_readings', total), total)}",
     }
+    whole_rate = ("faust_hopping", "faust_running", "bytewax")
     for key, label in names.items():
         entry = systems.get(key)
         if entry is None:
-            why = _unavailable(meta, "quix" if key.startswith("quix") else key)
+            why = _unavailable(meta, key.split("_")[0])
             if why:
                 add(f"| {label} | {why} | | | | |")
             continue
@@ -217,9 +227,11 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
                 f"{_seconds(entry['session_s']['median'])} to a session; first output at "
                 f"{startup} (all in one micro-batch)"
             )
+        wall = _with_range(entry.get("wall_s"), _seconds)
+        if key in whole_rate and entry.get("whole_rate"):
+            wall += f" = {_count(entry['whole_rate']['median'])} readings/s"
         add(
-            f"| {label} | {_with_range(entry['rate'], _count)} | {ratio} | {startup} | "
-            f"{_with_range(entry.get('wall_s'), _seconds)} | "
+            f"| {label} | {_with_range(entry['rate'], _count)} | {ratio} | {startup} | {wall} | "
             f"{_with_range(entry.get('peak_rss_bytes'), _mib)} |"
         )
     add("")
@@ -229,6 +241,24 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
             f"({sliding_n // tp['devices']} per device; the whole topic has "
             f"{total // tp['devices']}). It gets slower as a device's window fills, so this "
             "flatters it."
+        )
+        add("")
+    if {"faust_hopping", "faust_running", "bytewax"} & set(systems):
+        plan = meta["plan"]
+        reps = plan["reps"]
+        faust = min(plan.get("faust_reps", reps), reps)
+        bytewax = min(plan.get("bytewax_reps", reps), reps)
+        rounds = (
+            f"run in {faust} and {bytewax} of the {reps} rounds; they "
+            if min(faust, bytewax) < reps
+            else ""
+        )
+        add(
+            f"faust-streaming and Bytewax {rounds}also give the whole-run rate (readings ÷ "
+            "process start → exit). faust keeps one value per (device, "
+            "window) and writes a changelog record for each of the 30 windows a reading lands "
+            "in; Bytewax emits a window's mean when the window closes, not per reading. "
+            "bench/README.md says what each cannot do the way iotmon does."
         )
         add("")
     parse_only = _median((systems.get("bare_parse") or {}).get("over_bare"))
@@ -266,6 +296,10 @@ def _time_left(
     if not ref or not low:
         return None
     return (1 / (target * ref) - 1 / low) * 1e9
+
+
+def _of_topic(n: int, total: int) -> str:
+    return f", first {n:,} of {total:,} readings" if n < total else ""
 
 
 def _unavailable(meta: dict[str, Any], system: str) -> str | None:
@@ -392,7 +426,8 @@ def _memory(doc: dict[str, Any], add: Any, targets: list[Any]) -> None:
         add(_memory_row("iotmon `--input`", int(n), point, "1 device"))
     n = mem["kafka_devices"]
     labels = {"iotmon": "iotmon, Kafka", "quix": "Quix Streams (sliding), Kafka",
-              "spark": "PySpark, Kafka, groupBy(id_equipamento)"}  # fmt: skip
+              "spark": "PySpark, Kafka, groupBy(id_equipamento)",
+              "bytewax": "Bytewax (sliding windows), Kafka"}  # fmt: skip
     for key, entry in mem["kafka"].items():
         zero = f"{mem.get('kafka_zero_point_devices', 1)} devices, as many readings"
         add(_memory_row(labels[key], n, entry, zero))

@@ -82,6 +82,16 @@ class Bench:
             self.unavailable["spark"] = "skipped (--no-spark)"
         elif peers.spark is None or peers.spark_error:
             self.unavailable["spark"] = f"unavailable: {peers.spark_error}"
+        for name, version, error in (
+            ("faust", peers.faust, peers.faust_error),
+            ("bytewax", peers.bytewax, peers.bytewax_error),
+        ):
+            if not getattr(plan, name):
+                self.unavailable[name] = (
+                    f"skipped (--no-{name})" if plan.full else f"skipped (bench-full; --{name})"
+                )
+            elif version is None:
+                self.unavailable[name] = f"unavailable: {error}"
         # Filled by `data`; other scenarios create what they need if `data` was not run.
         self.topics_1m: list[str] = []
         self.file_2m: Path | None = None
@@ -265,6 +275,61 @@ class Bench:
                 mode,
                 "--window-ms",
                 str(int(self.plan.window * 1000)),
+                "--result",
+                str(d / "marks.json"),
+            ],
+            d,
+            label=label,
+            timeout=1800,
+        )
+        shutil.rmtree(d / "state", ignore_errors=True)
+        return result
+
+    def _faust(self, label: str, topic: str, count: int, mode: str) -> RunResult:
+        d = self._dir(label)
+        assert self.peers.python is not None
+        result = self._run_peer(
+            [
+                self.peers.python,
+                str(PEERS / "faust_agg.py"),
+                *self._kafka_args(topic),
+                "--state-dir",
+                str(d / "state"),
+                "--count",
+                str(count),
+                "--partitions",
+                str(self.plan.partitions),
+                "--mode",
+                mode,
+                "--window",
+                str(self.plan.window),
+                "--data-start",
+                START.replace("Z", "+00:00"),
+                "--result",
+                str(d / "marks.json"),
+            ],
+            d,
+            label=label,
+            timeout=1800,
+        )
+        shutil.rmtree(d / "state", ignore_errors=True)
+        return result
+
+    def _bytewax(self, label: str, topic: str, count: int | None = None) -> RunResult:
+        """Bytewax on ``topic``, or on its first ``count`` readings (count ÷ partitions of
+        each partition)."""
+        d = self._dir(label)
+        assert self.peers.python is not None
+        result = self._run_peer(
+            [
+                self.peers.python,
+                str(PEERS / "bytewax_agg.py"),
+                *self._kafka_args(topic),
+                "--state-dir",
+                str(d / "state"),
+                "--window",
+                str(self.plan.window),
+                *(["--count", str(count)] if count is not None else []),
                 "--result",
                 str(d / "marks.json"),
             ],
@@ -462,6 +527,9 @@ class Bench:
             "quix_sliding": [],
             "quix_running": [],
             "spark": [],
+            "faust_hopping": [],
+            "faust_running": [],
+            "bytewax": [],
             **{b.label: [] for b in self.baselines},
         }
         for rep in range(plan.reps):
@@ -490,6 +558,7 @@ class Bench:
                 runs["spark"].append(result)
                 if not result.ok or result.marks.get("count") != plan.readings:
                     self._disable("spark", result)
+            self._python_peers(rep, topic, runs)
         base = runs["iotmon"]
         systems: dict[str, Any] = {}
         for name, results in runs.items():
@@ -500,7 +569,9 @@ class Bench:
                 "runs": len(results),
                 "failed": [r.failure() for r in results if not r.ok],
                 "readings": results[0].marks.get("count"),
-                **self._run_summary(name, results, rate=RunResult.steady_rate),
+                **self._run_summary(
+                    name, results, rate=RunResult.steady_rate, whole_rate=_whole_rate
+                ),
             }
             if name != "iotmon":
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
@@ -519,8 +590,35 @@ class Bench:
             "partitions": plan.partitions,
             "quix_readings": plan.quix_readings,
             "quix_sliding_readings": plan.quix_sliding_readings,
+            "faust_readings": plan.faust_readings,
+            "faust_running_readings": plan.faust_running_readings,
+            "bytewax_readings": plan.bytewax_readings,
             "systems": systems,
         }
+
+    def _python_peers(self, rep: int, topic: str, runs: dict[str, list[RunResult]]) -> None:
+        """Round ``rep`` of faust-streaming (on prefixes of the topic) and Bytewax."""
+        plan = self.plan
+        for mode, n in (("hopping", plan.faust_readings), ("running", plan.faust_running_readings)):
+            if self._has("faust") and rep < plan.faust_reps:
+                result = self._faust(f"faust-{mode}", topic, n, mode)
+                runs[f"faust_{mode}"].append(result)
+                self._check_count(result, n)
+                if not result.ok:
+                    self._disable("faust", result)
+        if self._has("bytewax") and rep < plan.bytewax_reps:
+            n = plan.bytewax_readings
+            result = self._bytewax("bytewax", topic, n if n < plan.readings else None)
+            runs["bytewax"].append(result)
+            self._check_count(result, min(n, plan.readings))
+            if result.marks.get("late"):
+                self.notes.append(
+                    f"{result.label}: {result.marks['late']} late window entries (a reading "
+                    "after the watermark counts once per window it missed; left out of the "
+                    "window means)"
+                )
+            if not result.ok:
+                self._disable("bytewax", result)
 
     def _run_summary(
         self, name: str, results: list[RunResult], **extra: Callable[[RunResult], float | None]
@@ -676,6 +774,8 @@ class Bench:
         ]
         if self._has("quix"):
             systems.append(("quix", lambda t: self._quix("quix-mem", t, n * per, "sliding")))
+        if self._has("bytewax"):
+            systems.append(("bytewax", lambda t: self._bytewax("bytewax-mem", t)))
         if self._has("spark") and plan.spark_memory:
             systems.append(("spark", lambda t: self._spark("spark-mem", t, "id_equipamento")))
         results: dict[tuple[str, str], list[RunResult]] = {}
@@ -928,6 +1028,12 @@ def _memory_point(
             (held.median - held_base.median) / devices if held and held_base else None
         ),
     }
+
+
+def _whole_rate(result: RunResult) -> float | None:
+    """Readings over the whole run: process start → exit (imports, start-up, shutdown)."""
+    count = result.marks.get("count")
+    return count / result.wall if isinstance(count, int) and result.wall > 0 else None
 
 
 def _paired_ratios(base: list[RunResult], peer: list[RunResult]) -> list[float | None]:
