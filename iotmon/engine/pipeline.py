@@ -82,6 +82,7 @@ class Pipeline:
         self.silences = Silences()
         """The silences in force (:mod:`iotmon.alerts.silences`), kept current while open."""
         self._silence_watch: SilenceWatch | None = None
+        self._silences_loading: asyncio.Task[None] | None = None
         self.checkpointer: Checkpointer | None = None
         """Takes the checkpoints (None until :meth:`open`)."""
         self.assignment: Assignment | None = None
@@ -121,6 +122,13 @@ class Pipeline:
     async def _open_parts(self) -> None:
         settings = self.settings
         process = self.state_dir.load_process()
+        kafka = self._source_override is None and settings.source.input is None
+        watch = self._silence_watch = silence_watch(settings, self.silences, kafka=kafka)
+        # Read the silences while the rest opens (joining a Kafka group takes a while); they
+        # are in force before the first reading, which run() only takes after open().
+        loading = self._silences_loading = asyncio.create_task(
+            watch.start(), name="iotmon-silences-load"
+        )
         parts = self._parts = await open_parts(
             settings,
             self.state_dir,
@@ -139,9 +147,6 @@ class Pipeline:
             webhooks=settings.webhooks,
             hold=gate.hold,
         )
-        kafka = self._source_override is None and settings.source.input is None
-        watch = self._silence_watch = silence_watch(settings, self.silences, kafka=kafka)
-        await watch.start()
         alerter = self._alerter = Alerter(
             settings=settings.alerts,
             sink=notifications,
@@ -174,6 +179,7 @@ class Pipeline:
         )
         await notifications.start()
         await parts.source.open(on_assign=assignment.on_assign, on_revoke=assignment.on_revoke)
+        await loading
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: stop reading, checkpoint, flush, return. Signal-safe."""
@@ -193,6 +199,12 @@ class Pipeline:
                 await self._notifications.aclose()
             if self._alerter is not None:
                 self._alerter.close()
+            loading, self._silences_loading = self._silences_loading, None
+            if loading is not None:
+                loading.cancel()
+                # Opening failed elsewhere first: that error is the one to report.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await loading
             if self._silence_watch is not None:
                 await self._silence_watch.aclose()
         finally:

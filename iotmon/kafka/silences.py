@@ -171,7 +171,12 @@ class KafkaSilenceWatch:
 async def _start_consumer(bootstrap_servers: str) -> AIOKafkaConsumer:
     # No group: every reader sees every silence, and nothing is committed.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        # Its first request waits for the topic's metadata, polled every retry_backoff_ms:
+        # the default 100 ms is added to every start (this consumer makes one connection).
+        retry_backoff_ms=20,
     )
     try:
         await consumer.start()
@@ -184,9 +189,11 @@ async def _start_consumer(bootstrap_servers: str) -> AIOKafkaConsumer:
 async def _catch_up(consumer: AIOKafkaConsumer, topic: str, silences: Silences) -> None:
     """Read ``topic`` (one partition) from its start to its current end into ``silences``."""
     tp = TopicPartition(topic, 0)
+    # The end first: once the partition is assigned the consumer long-polls it, and the
+    # offsets request would wait behind that fetch (fetch_max_wait_ms, 0.5 s) on every start.
+    end = (await consumer.end_offsets([tp]))[tp]
     consumer.assign([tp])
     await consumer.seek_to_beginning(tp)
-    end = (await consumer.end_offsets([tp]))[tp]
     while await consumer.position(tp) < end:
         batches = await consumer.getmany(tp, timeout_ms=_FOLLOW_WAIT_MS)
         _apply(silences, batches.get(tp, []))
