@@ -4,7 +4,7 @@ Layout under the directory (``<state_dir>/notifications`` by default)::
 
     pending/<entry_id>.json    waiting for delivery (in queue order, "seq")
     sent/<entry_id>.json       delivered; kept for ``sent_retention`` to recognise replays
-    failed/<entry_id>.json     permanently refused (5xx); kept for inspection, with the error
+    failed/<entry_id>.json     permanently refused (SMTP 5xx, webhook 4xx); kept, with the error
 
 One entry per digest and destination, each delivered (and retried) on its own: the email
 entry's id is the digest id (as it always was, so outboxes of older versions are read and
