@@ -260,78 +260,52 @@ class Bench:
         )
 
     def _quix(self, label: str, topic: str, count: int, mode: str = "sliding") -> RunResult:
-        d = self._dir(label)
-        assert self.peers.python is not None
-        result = self._run_peer(
-            [
-                self.peers.python,
-                str(PEERS / "quix_agg.py"),
-                *self._kafka_args(topic),
-                "--state-dir",
-                str(d / "state"),
-                "--count",
-                str(count),
-                "--mode",
-                mode,
-                "--window-ms",
-                str(int(self.plan.window * 1000)),
-                "--result",
-                str(d / "marks.json"),
-            ],
-            d,
-            label=label,
-            timeout=1800,
+        window_ms = str(int(self.plan.window * 1000))
+        return self._stateful_peer(
+            label,
+            "quix_agg.py",
+            topic,
+            ["--count", str(count), "--mode", mode, "--window-ms", window_ms],
         )
-        shutil.rmtree(d / "state", ignore_errors=True)
-        return result
 
     def _faust(self, label: str, topic: str, count: int, mode: str) -> RunResult:
-        d = self._dir(label)
-        assert self.peers.python is not None
-        result = self._run_peer(
+        return self._stateful_peer(
+            label,
+            "faust_agg.py",
+            topic,
             [
-                self.peers.python,
-                str(PEERS / "faust_agg.py"),
-                *self._kafka_args(topic),
-                "--state-dir",
-                str(d / "state"),
-                "--count",
-                str(count),
-                "--partitions",
-                str(self.plan.partitions),
-                "--mode",
-                mode,
-                "--window",
-                str(self.plan.window),
-                "--data-start",
-                START.replace("Z", "+00:00"),
-                "--result",
-                str(d / "marks.json"),
+                *("--count", str(count), "--partitions", str(self.plan.partitions)),
+                *("--mode", mode, "--window", str(self.plan.window)),
+                *("--data-start", START.replace("Z", "+00:00")),
             ],
-            d,
-            label=label,
-            timeout=1800,
         )
-        shutil.rmtree(d / "state", ignore_errors=True)
-        return result
 
     def _bytewax(self, label: str, topic: str, count: int | None = None) -> RunResult:
         """Bytewax on ``topic``, or on its first ``count`` readings (count ÷ partitions of
         each partition)."""
+        return self._stateful_peer(
+            label,
+            "bytewax_agg.py",
+            topic,
+            [
+                *("--window", str(self.plan.window)),
+                *(["--count", str(count)] if count is not None else []),
+            ],
+        )
+
+    def _stateful_peer(self, label: str, script: str, topic: str, args: list[str]) -> RunResult:
+        """A peer script in the peers' venv reading ``topic``, with a state directory of
+        its own that is removed after the run."""
         d = self._dir(label)
         assert self.peers.python is not None
         result = self._run_peer(
             [
                 self.peers.python,
-                str(PEERS / "bytewax_agg.py"),
+                str(PEERS / script),
                 *self._kafka_args(topic),
-                "--state-dir",
-                str(d / "state"),
-                "--window",
-                str(self.plan.window),
-                *(["--count", str(count)] if count is not None else []),
-                "--result",
-                str(d / "marks.json"),
+                *("--state-dir", str(d / "state")),
+                *args,
+                *("--result", str(d / "marks.json")),
             ],
             d,
             label=label,
