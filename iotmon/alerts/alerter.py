@@ -215,10 +215,9 @@ class Alerter:
 
     def silenced_devices(self) -> list[str]:
         """The pending, firing and stale devices an active silence covers now."""
-        if self.silences is None or not self.silences.active():
+        if self.silences is None:
             return []
-        silenced = self.silences.silenced
-        return sorted(d for d in self.states() if silenced(d))
+        return sorted(self.silences.covered(self.states()))
 
     # -- internals ---------------------------------------------------------------------
 

@@ -306,9 +306,8 @@ class DigestScheduler:
         generation = self.silences.generation()
         if generation == group.held_checked:
             return False
-        silenced = self.silences.silenced
         held = {d for d in group.held if d in group.firing or d in group.stale}
-        if any(not silenced(d) for d in held):
+        if held - self.silences.covered(held):
             return True
         # Nothing released under these silences: not asked again until they change.
         group.held, group.held_checked = held, generation
@@ -393,10 +392,7 @@ class DigestScheduler:
         )
 
     def _silenced(self, devices: set[str]) -> set[str]:
-        if self.silences is None or not self.silences.active():
-            return set()
-        silenced = self.silences.silenced
-        return {d for d in devices if silenced(d)}
+        return set() if self.silences is None else self.silences.covered(devices)
 
     def _report(self, change: Change, *, new: bool, live: LiveStats) -> DeviceReport:
         value = change.value

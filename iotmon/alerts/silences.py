@@ -210,7 +210,15 @@ class Silences:
 
     def silenced(self, device: str) -> bool:
         """Whether an active silence covers ``device`` now."""
-        return any(s.covers(device) for s in self.active())
+        return bool(self.covered((device,)))
+
+    def covered(self, devices: Iterable[str]) -> set[str]:
+        """The ``devices`` an active silence covers now: the silences in force are found
+        once for all of them (a digest may list thousands)."""
+        active = self.active()
+        if not active:
+            return set()
+        return {d for d in devices if any(s.covers(d) for s in active)}
 
     def generation(self) -> object:
         """Changes whenever the answer of :meth:`silenced` may have changed."""

@@ -71,7 +71,7 @@ def silenced_in(state_dir: Path, alert_states: dict[str, str]) -> list[str]:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"the silences in {state_dir}'s checkpoint: {exc}") from exc
     live = Silences(known)
-    return sorted(d for d in alert_states if live.silenced(d))
+    return sorted(live.covered(alert_states))
 
 
 class _Discard:
