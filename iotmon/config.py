@@ -215,8 +215,11 @@ def build_settings(
     :class:`ConfigError`.
     """
     from iotmon.alerts import AlertSettings, RuleOverride
-    from iotmon.kafka.settings import KafkaSettings
+    from iotmon.alerts.model import METRICS
+    from iotmon.kafka.settings import START_FROM, KafkaSettings
     from iotmon.notify import (
+        LANGUAGES,
+        SMTP_SECURITIES,
         WEBHOOK_FORMATS,
         EmailSettings,
         SmtpSettings,
@@ -236,7 +239,7 @@ def build_settings(
         smtp = SmtpSettings(
             host=smtp_host,
             port=smtp_port,
-            security=_choice("smtp-security", smtp_security, ("auto", "none", "starttls", "ssl")),
+            security=_choice("smtp-security", smtp_security, SMTP_SECURITIES),
             user=smtp_user,
             password=read_smtp_password(environ=environ, password_file=smtp_password_file),
             timeout=smtp_timeout,
@@ -264,7 +267,7 @@ def build_settings(
                 bootstrap_servers=bootstrap_servers,
                 topics=tuple(topics) or KafkaSettings().topics,
                 group=group,
-                start_from=_choice("from", start_from, ("earliest", "latest")),
+                start_from=_choice("from", start_from, START_FROM),
                 changelog=changelog,
                 changelog_topic=changelog_topic or None,
                 instance_id=instance_id or None,
@@ -282,7 +285,7 @@ def build_settings(
         checkpoint_interval=checkpoint_interval,
         alerts=AlertSettings(
             threshold=threshold,
-            metric=_choice("metric", metric, ("window", "running")),
+            metric=_choice("metric", metric, METRICS),
             for_seconds=for_seconds,
             clear_below=clear_below,
             stale_after=stale_after,
@@ -295,7 +298,7 @@ def build_settings(
         email=EmailSettings(
             mail_from=mail_from,
             mail_to=tuple(mail_to),
-            lang=_choice("lang", lang, ("en", "pt-BR")),
+            lang=_choice("lang", lang, LANGUAGES),
             timezone=timezone,
             smtp=smtp,
             eml_dir=outbox,

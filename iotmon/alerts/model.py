@@ -7,11 +7,12 @@ depends on how a digest is sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
-__all__ = ["DeviceReport", "Digest", "DigestKind", "Metric"]
+__all__ = ["METRICS", "DeviceReport", "Digest", "DigestKind", "Metric"]
 
 Metric: TypeAlias = Literal["window", "running"]
+METRICS: Final[tuple[Metric, ...]] = get_args(Metric)
 DigestKind: TypeAlias = Literal["change", "reminder"]
 
 
@@ -127,7 +128,7 @@ class Digest:
         metric = doc["metric"]
         if kind not in ("change", "reminder"):
             raise ValueError(f"digest kind must be 'change' or 'reminder', got {kind!r}")
-        if metric not in ("window", "running"):
+        if metric not in METRICS:
             raise ValueError(f"digest metric must be 'window' or 'running', got {metric!r}")
         return cls(
             digest_id=str(doc["digest_id"]),

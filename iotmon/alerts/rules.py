@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Final
 
 from iotmon.addresses import check_address, check_webhook_ref, webhook_id
-from iotmon.alerts.model import Metric
+from iotmon.alerts.model import METRICS, Metric
 from iotmon.errors import ConfigError
 
 __all__ = [
@@ -138,7 +138,7 @@ class AlertSettings:
     """How many recent transitions :attr:`Alerter.transitions` keeps in memory."""
 
     def __post_init__(self) -> None:
-        if self.metric not in ("window", "running"):
+        if self.metric not in METRICS:
             raise ConfigError(f"metric: must be window or running, got {self.metric!r}")
         _finite("threshold", self.threshold)
         _finite("clear-below", self.clear_below)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias, get_args
 
-__all__ = ["COMPRESSIONS", "DEFAULT_BOOTSTRAP_SERVERS", "DEFAULT_TOPIC", "KafkaSettings"]
+__all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_BOOTSTRAP_SERVERS",
+    "DEFAULT_TOPIC",
+    "START_FROM",
+    "KafkaSettings",
+    "StartFrom",
+]
 
 DEFAULT_BOOTSTRAP_SERVERS: Final = "127.0.0.1:9092"
 DEFAULT_TOPIC: Final = "sensoresInfos"
+StartFrom: TypeAlias = Literal["earliest", "latest"]
+START_FROM: Final[tuple[StartFrom, ...]] = get_args(StartFrom)
 # Record-batch compressions a producer can ask for (lz4, zstd and snappy need cramjam).
 COMPRESSIONS: Final = ("none", "gzip", "lz4", "zstd", "snappy")
 
@@ -18,7 +27,7 @@ class KafkaSettings:
     bootstrap_servers: str = DEFAULT_BOOTSTRAP_SERVERS
     topics: tuple[str, ...] = (DEFAULT_TOPIC,)
     group: str = "iotmon"
-    start_from: Literal["earliest", "latest"] = "earliest"
+    start_from: StartFrom = "earliest"
     max_records: int = 20_000
     fetch_max_bytes: int = 64 * 1024 * 1024
     client_options: dict[str, Any] = field(default_factory=dict)

@@ -49,7 +49,9 @@ from iotmon.notify.notifications import Notifications
 from iotmon.notify.outbox import Outbox, OutboxEntry, OutboxError
 from iotmon.notify.settings import (
     DEFAULT_TIMEZONE,
+    LANGUAGES,
     PASSWORD_ENV,
+    SMTP_SECURITIES,
     WEBHOOK_FORMATS,
     DeliverySettings,
     EmailSettings,
@@ -83,7 +85,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_TIMEZONE",
+    "LANGUAGES",
     "PASSWORD_ENV",
+    "SMTP_SECURITIES",
     "WEBHOOK_FORMATS",
     "DeliveryError",
     "DeliverySettings",

@@ -27,7 +27,7 @@ from typing import Final
 from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.notify.message import render_email
 from iotmon.notify.model import DeviceReport, Digest
-from iotmon.notify.settings import DEFAULT_TIMEZONE, EmailSettings, Language
+from iotmon.notify.settings import DEFAULT_TIMEZONE, LANGUAGES, EmailSettings, Language
 
 __all__ = ["SAMPLES", "browser", "preview_html", "sample", "screenshot"]
 
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("out", type=Path, help="PNG to write")
     parser.add_argument("--sample", default="mixed", choices=SAMPLES)
-    parser.add_argument("--lang", default="en", choices=("en", "pt-BR"))
+    parser.add_argument("--lang", default="en", choices=LANGUAGES)
     parser.add_argument("--timezone", default=DEFAULT_TIMEZONE)
     parser.add_argument("--width", type=int, default=900)
     parser.add_argument("--height", type=int, default=900)

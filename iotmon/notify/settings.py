@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import Final, Literal, TypeAlias, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iotmon.addresses import check_address, check_webhook_ref, redact_url, webhook_id
@@ -23,7 +23,9 @@ from iotmon.errors import ConfigError
 
 __all__ = [
     "DEFAULT_TIMEZONE",
+    "LANGUAGES",
     "PASSWORD_ENV",
+    "SMTP_SECURITIES",
     "WEBHOOK_FORMATS",
     "DeliverySettings",
     "EmailSettings",
@@ -42,9 +44,11 @@ DEFAULT_TIMEZONE: Final = "UTC"
 """The zone email timestamps are shown in (``--timezone``)."""
 
 SmtpSecurity: TypeAlias = Literal["auto", "none", "starttls", "ssl"]
+SMTP_SECURITIES: Final[tuple[SmtpSecurity, ...]] = get_args(SmtpSecurity)
 Language: TypeAlias = Literal["en", "pt-BR"]
+LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
 WebhookFormat: TypeAlias = Literal["json", "slack", "teams"]
-WEBHOOK_FORMATS: Final[tuple[WebhookFormat, ...]] = ("json", "slack", "teams")
+WEBHOOK_FORMATS: Final[tuple[WebhookFormat, ...]] = get_args(WebhookFormat)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +80,7 @@ class SmtpSettings:
             raise ConfigError("smtp-host: must not be empty")
         if self.port is not None and not 0 < self.port < 65536:
             raise ConfigError(f"smtp-port: must be 1..65535, got {self.port}")
-        if self.security not in ("auto", "none", "starttls", "ssl"):
+        if self.security not in SMTP_SECURITIES:
             raise ConfigError(
                 f"smtp-security: must be none, starttls or ssl, got {self.security!r}"
             )
@@ -144,7 +148,7 @@ class EmailSettings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
-        if self.lang not in ("en", "pt-BR"):
+        if self.lang not in LANGUAGES:
             raise ConfigError(f"lang: must be en or pt-BR, got {self.lang!r}")
         zone(self.timezone)
         check_address("mail-from", self.mail_from)
