@@ -20,7 +20,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from iotmon.alerts import Alerter, AlertSettings
-from iotmon.notify import EmailSettings, Notifications, Notifier
+from iotmon.notify import DeviceReport, Digest, EmailSettings, Notifications, Notifier
 
 # How long a test waits for an event (a mail, a record, a file) before calling the run broken.
 # Generous on purpose: a loaded machine is slow, and a passing run never waits it out.
@@ -34,6 +34,33 @@ NOISY_FLEET = (
     *("--bad-rate", "0.001", "--late-rate", "0.01", "--spike-rate", "0.001"),
 )
 """`iotmon simulate` options for the big runs: 5,000 devices, some bad, late and spiky lines."""
+
+
+def sample_digest(n: int) -> Digest:
+    """Digest number ``n``: one device firing since 2023-03-15T12:15:37Z, with an id and a
+    slot of its own."""
+    start_us, second = 1_678_882_537_000_000, 1_000_000
+    return Digest(
+        digest_id=f"{n:032x}",
+        kind="change",
+        slot_us=start_us + n * second,
+        recipients=(),
+        metric="window",
+        firing=(
+            DeviceReport(
+                device=f"sensor{n:02d}",
+                value=80.0 + n,
+                window_mean=80.0 + n,
+                running_mean=79.0,
+                max=90.0,
+                threshold=75.0,
+                clear_below=73.0,
+                since_us=start_us,
+                last_seen_us=start_us + n * second,
+                new=True,
+            ),
+        ),
+    )
 
 
 def reading_line(device: str, at: datetime, temperature: float) -> bytes:

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 
 from iotmon.notify import (
-    DeviceReport,
-    Digest,
     EmailSettings,
     Notification,
     Outbox,
     OutboxError,
     render_email,
 )
+from tests.helpers import sample_digest
 
 S = 1_000_000
 T0 = 1_678_882_537 * S
@@ -24,27 +23,7 @@ SETTINGS = EmailSettings(mail_from="iotmon@plant.example", mail_to=("ops@plant.e
 
 
 def notification(n: int) -> Notification:
-    digest = Digest(
-        digest_id=f"{n:032x}",
-        kind="change",
-        slot_us=T0 + n * S,
-        recipients=(),
-        metric="window",
-        firing=(
-            DeviceReport(
-                device=f"sensor{n:02d}",
-                value=80.0 + n,
-                window_mean=80.0 + n,
-                running_mean=79.0,
-                max=90.0,
-                threshold=75.0,
-                clear_below=73.0,
-                since_us=T0,
-                last_seen_us=T0 + n * S,
-                new=True,
-            ),
-        ),
-    )
+    digest = sample_digest(n)
     return Notification(message=render_email(digest, settings=SETTINGS), digest=digest)
 
 

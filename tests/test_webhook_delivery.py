@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,7 +24,6 @@ from iotmon.config import mask_secrets
 from iotmon.errors import ConfigError
 from iotmon.notify import (
     DeliverySettings,
-    DeviceReport,
     Digest,
     EmailSettings,
     Notifications,
@@ -38,7 +38,7 @@ from iotmon.notify import (
 from iotmon.notify.model import Notification
 from iotmon.notify.webhook import retry_after_seconds
 from tests.conftest import SMTPCapture
-from tests.helpers import PATIENCE_S, free_port
+from tests.helpers import PATIENCE_S, free_port, sample_digest
 from tests.webhook_server import WebhookServer
 
 S = 1_000_000
@@ -51,27 +51,7 @@ SECRET = "T000/B000/s3cr3t-t0ken"
 
 
 def digest(n: int, *, webhooks: tuple[str, ...] = ()) -> Digest:
-    return Digest(
-        digest_id=f"{n:032x}",
-        kind="change",
-        slot_us=T0 + n * S,
-        recipients=(),
-        metric="window",
-        firing=(
-            DeviceReport(
-                device=f"sensor{n:02d}",
-                value=80.0,
-                window_mean=80.0,
-                running_mean=79.0,
-                max=90.0,
-                threshold=75.0,
-                clear_below=73.0,
-                since_us=T0,
-                last_seen_us=T0,
-            ),
-        ),
-        webhooks=webhooks,
-    )
+    return dataclasses.replace(sample_digest(n), webhooks=webhooks)
 
 
 def hooks(*urls: str, fmt: str = "json", known: tuple[str, ...] = ()) -> WebhookSettings:
