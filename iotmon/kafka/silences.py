@@ -10,7 +10,6 @@ and survives restarts because it is in Kafka.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -18,6 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from iotmon.aio import stop_task
 from iotmon.alerts.silences import Clock, Silence, Silences, ended_ids, find
 from iotmon.kafka.admin import KafkaUnavailableError, KafkaUnreachableError, ensure_topic
 
@@ -158,11 +158,8 @@ class KafkaSilenceWatch:
                 _apply(self.silences, records)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

@@ -13,12 +13,12 @@ the receiver asked for it (``Retry-After``: ``retry_after`` on the error, honour
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from iotmon.aio import stop_task
 from iotmon.notify.errors import (
     DeliverySetupError,
     PermanentDeliveryError,
@@ -116,10 +116,7 @@ class DeliveryWorker:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Final
 
 import orjson
 
+from iotmon.aio import stop_task
 from iotmon.alerts.silences import (
     Clock,
     Silence,
@@ -139,8 +140,5 @@ class FileSilenceWatch:
             self.refresh()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)

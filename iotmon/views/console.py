@@ -8,7 +8,6 @@ line every ``interval`` seconds, which greps and logs well.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import sys
 import time
@@ -20,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from iotmon.aio import stop_task
 from iotmon.alerts.rules import DEFAULT_THRESHOLD
 from iotmon.display import printable
 from iotmon.parse import format_event_time
@@ -106,10 +106,7 @@ class StatusPrinter:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     def status_line(self) -> str:
         read, accepted, rejected = self.pipeline.counters()
