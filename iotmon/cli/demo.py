@@ -15,7 +15,7 @@ from iotmon.cli import app
 from iotmon.cli.common import in_cli_terms, opt, plain, setup_logging, user_errors
 from iotmon.errors import ConfigError
 from iotmon.kafka.settings import DEFAULT_BOOTSTRAP_SERVERS
-from iotmon.notify import Language
+from iotmon.notify import LANGUAGES, Language
 
 if TYPE_CHECKING:
     from iotmon.tools.demo import DemoOptions
@@ -123,7 +123,7 @@ def demo(
         # what went wrong itself (e.g. an unreachable broker, with what to do about it).
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with user_errors():
-        if lang not in ("en", "pt-BR"):
+        if lang not in LANGUAGES:
             raise ConfigError(f"lang: must be en or pt-BR, got {lang!r}")
         language: Language = "pt-BR" if lang == "pt-BR" else "en"
         options = DemoOptions(
