@@ -26,7 +26,7 @@ async def open_parts(
 ) -> Parts:
     """The source (not opened yet: it needs the engine's rebalance hooks), its dead-letter
     sink and its commit side. ``source`` and ``dead_letters`` replace the configured ones."""
-    if source is None and settings.source.input is None:
+    if _reads_kafka(settings, source):
         from iotmon.kafka.wiring import open_kafka_parts
 
         return await open_kafka_parts(settings, state_dir, dead_letters=dead_letters)
@@ -35,10 +35,12 @@ async def open_parts(
     return Parts(source, sink, SourceCommitter(source))
 
 
-def silence_watch(settings: Settings, silences: Silences, *, kafka: bool) -> SilenceWatch:
+def silence_watch(
+    settings: Settings, silences: Silences, *, source: Source | None = None
+) -> SilenceWatch:
     """What keeps ``silences`` current: the group's silences topic with Kafka input, the
-    state directory's silences file otherwise."""
-    if kafka:
+    state directory's silences file otherwise (``source`` as for :func:`open_parts`)."""
+    if _reads_kafka(settings, source):
         from iotmon.kafka.silences import KafkaSilenceWatch, silences_topic
 
         settings_kafka = settings.source.kafka
@@ -66,3 +68,8 @@ def _line_source(settings: SourceSettings) -> Source:
     if settings.input == "-":
         return LineIterableSource(stdin_lines(limit), name="stdin", max_line_bytes=limit)
     return FileSource(settings.input_path, follow=settings.follow, max_line_bytes=limit)
+
+
+def _reads_kafka(settings: Settings, source: Source | None) -> bool:
+    """Kafka is the input unless a source is given from Python or the settings name one."""
+    return source is None and settings.source.input is None

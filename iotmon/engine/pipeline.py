@@ -122,8 +122,9 @@ class Pipeline:
     async def _open_parts(self) -> None:
         settings = self.settings
         process = self.state_dir.load_process()
-        kafka = self._source_override is None and settings.source.input is None
-        watch = self._silence_watch = silence_watch(settings, self.silences, kafka=kafka)
+        watch = self._silence_watch = silence_watch(
+            settings, self.silences, source=self._source_override
+        )
         # Read the silences while the rest opens (joining a Kafka group takes a while); they
         # are in force before the first reading, which run() only takes after open().
         loading = self._silences_loading = asyncio.create_task(
