@@ -34,6 +34,7 @@ __all__ = [
     "ReadingParser",
     "Reason",
     "Rejection",
+    "canonical_event_us",
     "format_event_time",
     "parse_event_time",
 ]
@@ -117,6 +118,22 @@ def parse_event_time(text: str) -> int:
     if not MIN_EVENT_US <= event_us <= MAX_EVENT_US:
         raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC")
     return event_us
+
+
+_canonical_seconds: dict[str, int] = {}
+
+
+def canonical_event_us(stamp: str) -> int:
+    """µs since the epoch of a time already checked to be in the seed's layout,
+    ``2023-03-15T12:15:37.166944Z`` (:mod:`iotmon.blocks` checks it): a cached lookup of
+    its second plus its fraction."""
+    second = stamp[:19]
+    base = _canonical_seconds.get(second)
+    if base is None:
+        if len(_canonical_seconds) >= _SECONDS_CACHE_LIMIT:
+            _canonical_seconds.clear()
+        base = _canonical_seconds[second] = parse_event_time(second)
+    return base + int(stamp[20:26])
 
 
 def format_event_time(event_us: int) -> str:
