@@ -42,6 +42,13 @@ Memory
     longer than the window empties it. About 300 bytes per device without a ring and 860
     with one (N = 30, measured as process RSS over 1M devices, device keys not included).
 
+Held readings
+    The batch path (:mod:`iotmon.engine.hotpath`) may hold a device's in-order readings
+    back (``hold``) and leave them to be folded in by the first reader, float operation for
+    float operation as ``add`` would have done them: no reader can tell the difference. A
+    held device costs a few hundred bytes more while it is held; the batch path bounds how
+    many are held at once.
+
 Values must be finite floats (``add`` raises ValueError otherwise).
 """
 

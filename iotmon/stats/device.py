@@ -6,6 +6,7 @@ import math
 from array import array
 from typing import Any
 
+from iotmon.parse import canonical_event_us
 from iotmon.stats.window import WindowSpec
 
 # head_us/last_event_us of a device that has seen no reading. Far enough below any real
@@ -26,6 +27,9 @@ DeviceState = list[Any]
 #   5 window sum, 6 window count, 7 count   (counts as doubles: exact up to 2**53)
 #   8 + 2*k: sum of the pane in ring slot k, 9 + 2*k: its reading count
 _HEADER = 8
+# DeviceStats.hold(): the time that seals a held list, and "no more readings in later panes".
+_SEALED = "\U0010ffff"
+_NO_MARK = (-1, 0)
 _FRESH = array("d", [0.0, 0.0, math.inf, -math.inf, math.nan, 0.0, 0.0, 0.0])
 
 
@@ -35,15 +39,15 @@ class DeviceStats:
     ``count``/``min``/``max``/``last``/``mean`` cover every reading ever added, late or not;
     ``window_mean``/``window_count`` cover the non-late readings inside the window.
     Before the first reading: count 0, min inf, max -inf, last and mean NaN, head_us and
-    last_event_us ``NO_EVENT_US``. All attributes are read-only in spirit: ``head_us`` and
-    ``last_event_us`` are plain slots only because they are read after every reading.
+    last_event_us ``NO_EVENT_US``. Readings come in through :meth:`add`, or are held back
+    by the batch path (:meth:`hold`) and folded in before anything is read.
     """
 
-    __slots__ = ("_buf", "_ringed", "head_us", "last_event_us", "spec")
+    __slots__ = ("_buf", "_head_us", "_held", "_last_event_us", "_ringed", "spec")
 
     spec: WindowSpec
-    last_event_us: int
-    head_us: int
+    _last_event_us: int
+    _head_us: int
     # The ring (slot of pane i is i % N) is appended to _buf only once the window holds
     # readings from two different panes; until then every window reading is in the head
     # pane, and the window sum/count *are* that pane. Slots of panes outside the window are
@@ -51,13 +55,19 @@ class DeviceStats:
     # once per window never pays for a ring, and one that goes quiet for a window drops it.
     _buf: array[float]
     _ringed: bool
+    # Readings the batch path (iotmon.engine.hotpath) appended without adding them yet
+    # (None, or the list hold() describes). Every reader below folds them in first
+    # (_settle), with the same float operations in the same order as add(): nothing can
+    # tell them apart.
+    _held: list[Any] | None
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
-        self.head_us = NO_EVENT_US
-        self.last_event_us = NO_EVENT_US
+        self._head_us = NO_EVENT_US
+        self._last_event_us = NO_EVENT_US
         self._buf = _FRESH[:]
         self._ringed = False
+        self._held = None
 
     def __repr__(self) -> str:
         return (
@@ -67,52 +77,66 @@ class DeviceStats:
         )
 
     @property
+    def head_us(self) -> int:
+        """The latest event time of the device (NO_EVENT_US before its first reading)."""
+        if self._held is not None:
+            self._settle()
+        return self._head_us
+
+    @property
+    def last_event_us(self) -> int:
+        """Event time of the reading that arrived last."""
+        if self._held is not None:
+            self._settle()
+        return self._last_event_us
+
+    @property
     def count(self) -> int:
-        return int(self._buf[7])
+        return int(self._settled()[7])
 
     @property
     def min(self) -> float:
-        return self._buf[2]
+        return self._settled()[2]
 
     @property
     def max(self) -> float:
-        return self._buf[3]
+        return self._settled()[3]
 
     @property
     def last(self) -> float:
         """Value of the reading that arrived last (not necessarily the latest event time)."""
-        return self._buf[4]
+        return self._settled()[4]
 
     @property
     def mean(self) -> float:
         """All-time mean (compensated sum, so no drift); NaN before the first reading."""
-        b = self._buf
+        b = self._settled()
         count = b[7]
         return (b[0] + b[1]) / count if count else math.nan
 
     @property
     def window_mean(self) -> float | None:
         """Mean of the non-late readings in the window; None if there are none."""
-        b = self._buf
+        b = self._settled()
         wcount = b[6]
         return b[5] / wcount if wcount else None
 
     @property
     def window_count(self) -> int:
-        return int(self._buf[6])
+        return int(self._settled()[6])
 
     def pane_means(self) -> tuple[float | None, ...]:
         """The mean of each pane of the window, oldest first, ending with the head pane's;
         None for a pane without readings. Empty before the first reading. Read when a
         digest is rendered (its trend), never on the hot path."""
-        b = self._buf
+        b = self._settled()
         n = self.spec.panes
         if not b[6]:
             return ()
         if not self._ringed:
             # Every window reading is in the head pane.
             return (None,) * (n - 1) + (b[5] / b[6],)
-        head = self.head_us // self.spec.pane_us
+        head = self._head_us // self.spec.pane_us
         means: list[float | None] = []
         for pane in range(head - n + 1, head + 1):
             i = 8 + 2 * (pane % n)
@@ -128,6 +152,11 @@ class DeviceStats:
         """
         if value - value != 0.0:
             raise ValueError(f"reading value must be finite, got {value!r}")
+        if self._held is not None:
+            self._settle()
+        return self._add(value, event_us)
+
+    def _add(self, value: float, event_us: int) -> bool:
         b = self._buf
         # Neumaier (Kahan–Babuška) compensation, with the rounding error of s + value taken
         # from Knuth's branch-free TwoSum: exact whatever the magnitudes, and no abs() calls.
@@ -142,15 +171,15 @@ class DeviceStats:
             b[3] = value
         b[4] = value
         b[7] += 1.0
-        self.last_event_us = event_us
+        self._last_event_us = event_us
 
         spec = self.spec
         pane_us = spec.pane_us
-        head_us = self.head_us
+        head_us = self._head_us
         if event_us >= head_us:
             pane = event_us // pane_us
             head = head_us // pane_us
-            self.head_us = event_us
+            self._head_us = event_us
             if pane != head:
                 self._advance(head, pane, value)
                 return True
@@ -175,6 +204,120 @@ class DeviceStats:
         b[5] += value
         b[6] += 1.0
         return True
+
+    # -- readings held back by the batch path -----------------------------------------
+
+    def hold(self, stamp: str, until: str, *, across: bool) -> list[Any]:
+        """Start holding readings back, after a reading that made ``stamp`` the head.
+
+        Times here are canonical ISO strings (:func:`~iotmon.parse.canonical_event_us`):
+        ``stamp`` the head's and ``until`` the end of its pane. The caller appends later
+        readings to the returned ``held``, in order, each value (a float) to the array
+        ``held[3]``: a reading at or after ``held[1]`` and before ``held[0]`` (in the head
+        pane) just so; when ``held[2]`` is a list (``across``), one in a later pane too,
+        adding ``(its index in held[3], its event time in µs)`` to that list and setting
+        ``held[0]`` to the end of its pane. Either way ``held[1]`` becomes its time. Once
+        they are folded in, ``held[1]`` becomes a time after every other, so nothing more
+        is appended. Items after ``held[3]`` are the caller's.
+
+        Folding them in later replays :meth:`add` exactly: a reading in the head pane, in
+        order, changes the running sums and counts, min, max, last and the head pane's sums
+        only, the same float operations in the same order; one in a later pane goes
+        through :meth:`add`'s own steps. (An array, not a list: a float stored as a double
+        while it is at hand is not a scattered object to fetch again when it is folded.)
+        """
+        held: list[Any] = [until, stamp, [] if across else None, array("d")]
+        self._held = held
+        return held
+
+    def slack(self, bound: float, *, window: bool) -> float:
+        """``bound`` times the number of readings of the window (``window``) or of all,
+        less their sum: how much more the sum may grow with their mean at or below
+        ``bound`` (negative: by how much it is above)."""
+        b = self._settled()
+        if window:
+            return bound * b[6] - b[5]
+        return bound * b[7] - (b[0] + b[1])
+
+    def panes_within(self, low: float, high: float) -> bool:
+        """Whether the mean of every pane of the window is within ``[low, high]``: then so
+        is the mean of any of its panes together, whichever leave the window."""
+        b = self._settled()
+        if not self._ringed:
+            return not b[6] or low <= b[5] / b[6] <= high
+        for i in range(_HEADER, len(b), 2):
+            count = b[i + 1]
+            if count and not low <= b[i] / count <= high:
+                return False
+        return True
+
+    def settle(self) -> None:
+        """Fold the held readings in now (reading any statistic does it too)."""
+        if self._held is not None:
+            self._settle()
+
+    def _settled(self) -> array[float]:
+        if self._held is not None:
+            self._settle()
+        return self._buf
+
+    def _settle(self) -> None:
+        held = self._held
+        assert held is not None
+        self._held = None
+        latest = held[1]
+        held[1] = _SEALED
+        values = held[3].tolist()
+        if not values:
+            return
+        # add()'s steps for each value, in two passes: the running statistics and the window
+        # touch different state, so their order between readings does not matter.
+        b = self._buf
+        low = min(values)
+        high = max(values)
+        # min() and max() return the first of equal values, as add()'s strict compares keep.
+        if low < b[2]:
+            b[2] = low
+        if high > b[3]:
+            b[3] = high
+        b[4] = values[-1]
+        b[7] += len(values)
+        b[0], b[1] = _running_sum(b[0], b[1], values, max(high, -low))
+        self._fold_window(values, held[2])
+        self._head_us = self._last_event_us = canonical_event_us(latest)
+
+    def _fold_window(self, values: list[float], later: list[tuple[int, int]] | None) -> None:
+        """add()'s window steps for ``values``: in the head pane, except those ``later``
+        lists by index, with their event time, as starting a later pane."""
+        spec = self.spec
+        start = 0
+        for mark, event_us in [*(later or ()), (len(values), None)]:
+            b = self._buf
+            w = b[5]
+            if self._ringed:
+                i = 8 + 2 * (self._head_us // spec.pane_us % spec.panes)
+                p = b[i]
+                for value in values[start:mark]:
+                    w += value
+                    p += value
+                b[i] = p
+                b[i + 1] += mark - start
+            else:
+                for value in values[start:mark]:
+                    w += value
+            b[5] = w
+            b[6] += mark - start
+            if event_us is None:
+                return
+            head = self._head_us // spec.pane_us
+            pane = event_us // spec.pane_us
+            start = mark
+            if pane != head:
+                # What add() does for a reading in a later pane; _advance() may add or
+                # drop the ring.
+                self._advance(head, pane, values[mark])
+                self._head_us = event_us
+                start = mark + 1
 
     def _make_ring(self, head: int) -> array[float]:
         """Append the ring; the current window contents all belong to pane `head`."""
@@ -231,13 +374,13 @@ class DeviceStats:
         a flat ``[pane_index, sum, count, ...]`` list of the non-empty panes in pane order.
         A device without readings is ``[]``.
         """
-        b = self._buf
+        b = self._settled()
         if not b[7]:
             return []
         panes: list[int | float] | None = None
         if self._ringed:
             n = self.spec.panes
-            head = self.head_us // self.spec.pane_us
+            head = self._head_us // self.spec.pane_us
             panes = []
             for pane in range(head - n + 1, head + 1):
                 i = 8 + 2 * (pane % n)
@@ -251,8 +394,8 @@ class DeviceStats:
             b[2],
             b[3],
             b[4],
-            self.last_event_us,
-            self.head_us,
+            self._last_event_us,
+            self._head_us,
             b[5],
             int(b[6]),
             panes,
@@ -296,9 +439,30 @@ class DeviceStats:
         if panes is not None:
             self._buf = b + _ring_from_state(spec, head_us, wcount, panes)
             self._ringed = True
-        self.last_event_us = last_event_us
-        self.head_us = head_us
+        self._last_event_us = last_event_us
+        self._head_us = head_us
         return self
+
+
+def _running_sum(s: float, c: float, values: list[float], largest: float) -> tuple[float, float]:
+    """add()'s Neumaier steps for ``values`` from sum ``s`` and compensation ``c``.
+
+    add() takes each step's rounding error from Knuth's TwoSum. While no partial sum is
+    smaller in magnitude than the next value, Dekker's Fast2Sum gives that same exact error
+    with half the operations; each step moves the sum by at most twice the largest value.
+    """
+    if abs(s) > (2 * len(values) + 2) * largest:
+        for value in values:
+            t = s + value
+            c += value - (t - s)
+            s = t
+    else:
+        for value in values:
+            t = s + value
+            bv = t - s
+            c += (s - (t - bv)) + (value - bv)
+            s = t
+    return s, c
 
 
 def _ring_from_state(spec: WindowSpec, head_us: int, wcount: int, panes: object) -> array[float]:
