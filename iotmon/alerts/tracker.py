@@ -22,13 +22,16 @@ time the stream clock has already passed (the watermark's allowed lateness cover
 disorder of the input, across partitions too). A reading that breaks it can make a device
 fire, or go stale, that a slower run would have seen recover first.
 
-Hot path: :meth:`observe` is called for every accepted reading. For a device that is ok
-and stays below its threshold it is one dict lookup, two attribute reads on the stats and
-three comparisons and two stores; everything else goes to :meth:`_evaluate`.
+Hot path: :meth:`observe` is called for every accepted reading the batch path does not
+hold back (:mod:`iotmon.engine.hotpath`). For a device that is ok and stays below its
+threshold, or firing and stays above its clear level, it is one dict lookup, two attribute
+reads on the stats, a few comparisons and two stores; everything else goes to
+:meth:`_evaluate`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,6 +111,8 @@ class TransitionSink(Protocol):
 
 class _Device:
     __slots__ = (
+        "clear_below",
+        "follows",
         "key",
         "last_seen_us",
         "rule",
@@ -124,6 +129,7 @@ class _Device:
         self.rule = rule
         # Copied out of the rule: read on every reading.
         self.threshold = rule.threshold
+        self.clear_below = rule.clear_below
         self.state = _OK
         # pending: pending since; firing: firing since; ok: unused.
         self.since_us = 0
@@ -132,6 +138,8 @@ class _Device:
         self.last_seen_us = last_seen_us
         self.stale = False
         self.stats: StatsView | None = None
+        # Value and last_seen_us may lag stats, by readings follow() let by.
+        self.follows = False
 
 
 class AlertTracker:
@@ -192,18 +200,52 @@ class AlertTracker:
             device = self._admit(key, stats)
         head_us = stats.head_us
         if (
-            device.state == _OK
-            and value is not None
-            and value <= device.threshold
+            value is not None
             and head_us - device.last_seen_us <= self._stale_after_us
             and not device.stale
+            and (
+                (device.state == _OK and value <= device.threshold)
+                or (device.state == _FIRING and value >= device.clear_below)
+            )
         ):
+            # Stays ok, or stays firing: what _evaluate() would do comes down to this.
             device.last_seen_us = head_us
             # Kept even here: a later stale transition reports the value as of the last
             # reading, and must not depend on which path noticed the silence.
             device.value = value
             return
         self._evaluate(device, value, head_us, stats)
+
+    def follow(self, key: str, stats: StatsView, *, margin: float) -> tuple[float, float] | None:
+        """After :meth:`observe` of a reading of ``key``: the range its metric may keep while
+        later readings skip :meth:`observe` (each end ``margin`` inside the bound where
+        this tracker would act), or None if there is none (the device is pending, stale
+        detection is on, or its metric is outside that range now).
+
+        Within that range observe() would only record the device's value and last reading
+        time, so from now on those are taken from ``stats`` whenever they are read."""
+        if self._stale_after_us != _NEVER:
+            return None
+        value = stats.window_mean if self._use_window else stats.mean
+        if value is None:
+            return None
+        device = self._devices.get(key)
+        if device is None:
+            if self._untracked_below is None:
+                return None
+            low, high = -math.inf, self._untracked_below - margin
+        elif device.state == _OK:
+            low, high = -math.inf, device.threshold - margin
+        elif device.state == _FIRING:
+            low, high = device.clear_below + margin, math.inf
+        else:
+            return None
+        if not low <= value <= high:
+            return None
+        if device is not None:
+            device.stats = stats
+            device.follows = True
+        return low, high
 
     def track_untracked(self, devices: Mapping[str, StatsView]) -> None:
         """After a restore: start tracking the devices the checkpoint left untracked (it was
@@ -236,6 +278,8 @@ class AlertTracker:
     def device_states(self) -> Iterator[tuple[str, list[Any]]]:
         """The ``devices`` member of :meth:`to_state`, one device at a time."""
         for key, d in self._devices.items():
+            if d.follows:
+                self._catch_up(d)
             yield key, [d.state, d.since_us, d.value, d.last_seen_us, d.stale]
 
     def to_document(self) -> dict[str, Any]:
@@ -294,6 +338,8 @@ class AlertTracker:
         """The firing and stale devices, as the transition that made them so: what a
         process taking over this partition needs to know to keep reminding about them."""
         for key, d in self._devices.items():
+            if d.follows:
+                self._catch_up(d)
             if d.state == _FIRING:
                 yield Transition(key, "firing", d.since_us, d.value), d.rule, d.stats
             if d.stale:
@@ -308,6 +354,13 @@ class AlertTracker:
         return len(self._devices)
 
     # -- internals ---------------------------------------------------------------------
+
+    def _catch_up(self, device: _Device) -> None:
+        """What observe() would have recorded for the readings :meth:`follow` let by."""
+        stats = device.stats
+        assert stats is not None
+        device.value = stats.window_mean if self._use_window else stats.mean
+        device.last_seen_us = stats.head_us
 
     def _admit(self, key: str, stats: StatsView) -> _Device:
         device = _Device(key, self.rules.rule_for(key), stats.head_us)
