@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from iotmon.alerts import Alerter, AlertTracker, Change
 from iotmon.engine.horizon import Horizon
@@ -44,6 +45,12 @@ class PartitionState:
     of the last checkpoint."""
     checkpoint_id: str | None = None
     """Identity of the checkpoint this state was last written as, or restored from."""
+    held: dict[str, list[Any]] = field(default_factory=dict)
+    """Devices whose in-order quiet readings the batch path holds back, and the list it
+    appends them to (:mod:`iotmon.engine.hotpath`); not state: the statistics fold them in
+    before anything reads them."""
+    held_count: int = 0
+    """Readings held since the held devices were last all folded in."""
 
     def to_document(self, checkpoint: str | None = None) -> PartitionDocument:
         """The checkpoint document (its per-device maps encoded a chunk at a time when

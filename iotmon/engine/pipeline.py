@@ -28,20 +28,19 @@ from iotmon.alerts.silences import Silences, SilenceWatch
 from iotmon.engine.assignment import Assignment
 from iotmon.engine.checkpointer import Checkpointer, CommitGate
 from iotmon.engine.clock import StreamClock
+from iotmon.engine.hotpath import BatchApplier
 from iotmon.engine.latency import Histogram
 from iotmon.engine.partition import PartitionState, report_of
 from iotmon.engine.parts import as_source, open_parts, silence_watch
 from iotmon.engine.ports import Parts
-from iotmon.engine.rejections import capped, reject, too_far_ahead
 from iotmon.engine.split import SplitWatch
 from iotmon.notify import Notifications, Notifier, build_notifier
-from iotmon.parse import ReadingParser, Rejection
+from iotmon.parse import ReadingParser
 from iotmon.report import Report
 from iotmon.settings import Settings
 from iotmon.sources.base import Batch, Source
 from iotmon.state.deadletters import DeadLetters
 from iotmon.state.statedir import StateDir
-from iotmon.stats import DeviceStats
 
 __all__ = ["Pipeline", "ProgressHook"]
 
@@ -57,6 +56,8 @@ class Pipeline:
     of raw lines (``bytes`` or ``str``) is a source, and any async callable taking a
     :class:`~iotmon.notify.Notification` is a notifier (raise
     :class:`~iotmon.notify.TransientDeliveryError` to be retried later).
+    ``fast=False`` applies every reading through the exact path, without the fast lane
+    (:mod:`iotmon.engine.hotpath`): the reference its tests compare it with.
     """
 
     def __init__(
@@ -66,14 +67,21 @@ class Pipeline:
         source: Source | AsyncIterable[bytes | str] | None = None,
         notifier: Notifier | None = None,
         dead_letters: DeadLetters | None = None,
+        fast: bool = True,
     ) -> None:
         self.settings = settings or Settings()
         self._source_override = as_source(source, self.settings.source.max_line_bytes)
         self._notifier_override = notifier
         self._dead_letters_override = dead_letters
         self.state_dir = StateDir(self.settings.state_dir)
-        self._parser = ReadingParser(self.settings.parse)
-        self._max_future_us = round(self.settings.max_future * 1_000_000)
+        self._applier = BatchApplier(
+            ReadingParser(self.settings.parse),
+            spec=self.settings.window,
+            max_future_us=round(self.settings.max_future * 1_000_000),
+            max_line_bytes=self.settings.source.max_line_bytes,
+            window_metric=self.settings.alerts.metric == "window",
+            fast=fast,
+        )
         self.partitions: dict[str, PartitionState] = {}
         """This process's partitions, by name (live: read them between batches)."""
         self._parts: Parts | None = None
@@ -306,75 +314,22 @@ class Pipeline:
         self._split.added(batch.partition, before)
 
     def apply(self, batch: Batch) -> None:
-        """Parse a batch and fold it into its partition's state (synchronous: the hot path)."""
+        """Parse a batch and fold it into its partition's state (synchronous: the hot path,
+        :mod:`iotmon.engine.hotpath`)."""
         started = time.perf_counter()
         part = self.partitions.get(batch.partition)
         if part is None:
             assert self.assignment is not None
             part = self.assignment.new_partition(batch.partition)
         assert self._parts is not None
-        dead_letters = self._parts.dead_letters
-        parse = self._parser.parse
-        if batch.oversized:
-            parse = capped(parse, self.settings.source.max_line_bytes)
-        table = part.table
-        devices = table.devices
-        spec = table.spec
-        observe = part.tracker.observe
-        head = part.head_us
-        # Event times past `limit` are checked against --max-future (iotmon.engine.horizon); the
-        # limit is only brought up to date there, so a reading in bounds costs one compare.
-        horizon = part.horizon
-        now_us = time.time_ns() // 1000
-        reference = horizon.reference(head, now_us)
-        limit = reference + self._max_future_us if head else 0
-        accepted = late = 0
-        # StatsTable.add, inlined: this loop runs once per reading.
-        for index, line in enumerate(batch.lines):
-            reading = parse(line)
-            if type(reading) is tuple:
-                key, value, event_us = reading
-                if event_us > head:
-                    if event_us > limit:
-                        limit = horizon.limit(
-                            event_us,
-                            head_us=head,
-                            reference_us=reference,
-                            now_us=now_us,
-                            ahead_us=self._max_future_us,
-                        )
-                        if event_us > limit:
-                            why = self._too_far_ahead(event_us, now_us)
-                            reject(part, batch, index, line, dead_letters, why)
-                            continue
-                    head = event_us
-                stats = devices.get(key)
-                if stats is None:
-                    stats = devices[key] = DeviceStats(spec)
-                if not stats.add(value, event_us):
-                    late += 1
-                observe(key, stats)
-                accepted += 1
-            else:
-                assert isinstance(reading, Rejection)
-                reject(part, batch, index, line, dead_letters, reading)
-        table.late += late
+        self._applier.apply(part, batch, self._parts.dead_letters)
         self.batch_seconds.observe(time.perf_counter() - started)
-        part.read += len(batch.lines)
-        part.accepted += accepted
-        if head != part.head_us:
-            part.head_us = head
-            horizon.head_wall_us = now_us
         part.position = batch.end
         part.dirty = True
         self.clock.advance({p.name: p.head_us for p in self.partitions.values()}, self.lag)
         if self._progress:
             for hook in self._progress:
                 hook(self)
-
-    def _too_far_ahead(self, event_us: int, now_us: int) -> Rejection:
-        field, ahead = self.settings.parse.time_field, self.settings.max_future
-        return too_far_ahead(event_us, now_us, field=field, max_future=ahead)
 
     def _tick(self) -> None:
         if self._alerter is not None and self.clock.now_us:
