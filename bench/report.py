@@ -262,27 +262,41 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
         )
         add("")
     parse_only = _median((systems.get("bare_parse") or {}).get("over_bare"))
-    left = _time_left(systems.get("bare"), systems.get("bare_parse"), 0.8)
+    left = _time_left(systems.get("bare"), systems.get("bare_parse"), 0.5)
     if parse_only is not None and left is not None:
         rest = "validation, event time, statistics, alerts, checkpoints"
         add(
             f"Decoding every value with `orjson.loads`, and nothing else, already takes the "
             f"bare loop to {_ratio(parse_only)} of its rate (round by round). "
             + (
-                f"At the 0.8× target, everything else a consumer of JSON readings does — "
+                f"At the 0.5× target, everything else a consumer of JSON readings does — "
                 f"{rest} — would have to fit in {left:,.0f} ns per reading."
                 if left > 0
-                else f"Decoding alone misses the 0.8× target, before any {rest}."
+                else f"Decoding alone misses the 0.5× target, before any {rest}."
             )
         )
         add("")
-    for key, target, label in (
-        ("bare", 0.8, "Kafka: iotmon ≥ 0.8 × bare aiokafka loop"),
-        ("quix_sliding", 2.0, "Kafka: iotmon ≥ 2 × Quix Streams (same aggregation)"),
-        ("spark", 5.0, "Kafka: iotmon ≥ 5 × PySpark local[2]"),
+    bare = systems.get("bare") or {}
+    if bare.get("iotmon_over_peer_wall"):
+        add(
+            "iotmon ÷ bare `getmany` loop: "
+            f"{_with_range(bare.get('iotmon_over_peer'), _ratio)} steady rate, "
+            f"{_with_range(bare['iotmon_over_peer_wall'], _ratio)} whole-run time."
+        )
+        add("")
+    for key, measure, target, label in (
+        ("bare", "iotmon_over_peer", 0.5, "Kafka: iotmon ≥ 0.5 × bare `getmany` loop, steady"),
+        (
+            "bare",
+            "iotmon_over_peer_wall",
+            0.5,
+            "Kafka: iotmon ≥ 0.5 × bare `getmany` loop, whole run",
+        ),
+        ("quix_sliding", "iotmon_over_peer", 2.0, "Kafka: iotmon ≥ 2 × Quix Streams (sliding)"),
+        ("spark", "iotmon_over_peer", 3.0, "Kafka: iotmon ≥ 3 × PySpark local[2]"),
     ):
         entry = systems.get(key)
-        value = _median(entry.get("iotmon_over_peer")) if entry else None
+        value = _median(entry.get(measure)) if entry else None
         targets.append((label, _NA if value is None else _ratio(value), _verdict(value, target)))
 
 
@@ -353,14 +367,15 @@ def _file(doc: dict[str, Any], add: Any, targets: list[Any]) -> None:
             )
         )
         add("")
-    value = _median(ratio)
-    targets.append(
-        (
-            "File: iotmon ≥ 0.5 × bare orjson loop",
-            _NA if value is None else _ratio(value),
-            _verdict(value, 0.5),
+    for measured, how in ((ratio, "steady"), (wall, "whole run")):
+        value = _median(measured)
+        targets.append(
+            (
+                f"File: iotmon ≥ 0.5 × bare orjson loop, {how}",
+                _NA if value is None else _ratio(value),
+                _verdict(value, 0.5),
+            )
         )
-    )
 
 
 def _latency(doc: dict[str, Any], meta: dict[str, Any], add: Any) -> None:

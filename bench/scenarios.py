@@ -549,6 +549,10 @@ class Bench:
             }
             if name != "iotmon":
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
+                # Whole runs (process start → exit), round by round: the peer's time ÷ iotmon's.
+                entry["iotmon_over_peer_wall"] = _summary(
+                    [p.wall / i.wall for i, p in zip(base, results, strict=False) if i.ok and p.ok]
+                )
             if name == "bare_parse":
                 entry["over_bare"] = _summary(_paired_ratios(results, runs["bare"]))
             if name == "spark":
