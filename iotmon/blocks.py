@@ -59,7 +59,7 @@ class Columns:
 
 
 class BlockParser:
-    """Columns of whole blocks for one field layout; keeps a cache of the seconds seen."""
+    """Columns of whole blocks for one field layout; keeps a cache of the hours seen."""
 
     __slots__ = ("_high", "_hours", "_key", "_low", "_stamp", "_value")
 
@@ -72,7 +72,10 @@ class BlockParser:
         self._hours: set[str] = set()
 
     def columns(self, lines: Sequence[bytes]) -> Columns | None:
-        """The block's columns, or None when some line is not a plain reading."""
+        """The block's columns, or None when some line is not a plain reading (or there
+        are no lines)."""
+        if not lines:
+            return None
         try:
             docs = list(map(orjson.loads, lines))
             keys = _column(docs, self._key)
