@@ -550,9 +550,7 @@ class Bench:
             if name != "iotmon":
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
                 # Whole runs (process start → exit), round by round: the peer's time ÷ iotmon's.
-                entry["iotmon_over_peer_wall"] = _summary(
-                    [p.wall / i.wall for i, p in zip(base, results, strict=False) if i.ok and p.ok]
-                )
+                entry["iotmon_over_peer_wall"] = _summary(_paired_wall_ratios(base, results))
             if name == "bare_parse":
                 entry["over_bare"] = _summary(_paired_ratios(results, runs["bare"]))
             if name == "spark":
@@ -669,9 +667,7 @@ class Bench:
             "bare_validated": system("bare_validated", validated),
             "iotmon_over_bare": _summary(_paired_ratios(iotmon, bare)),
             "validated_over_bare": _summary(_paired_ratios(validated, bare)),
-            "iotmon_over_bare_wall": _summary(
-                [b.wall / i.wall for i, b in zip(iotmon, bare, strict=True) if i.ok and b.ok]
-            ),
+            "iotmon_over_bare_wall": _summary(_paired_wall_ratios(iotmon, bare)),
         }
 
     # -- start-up ----------------------------------------------------------------------
@@ -1012,6 +1008,11 @@ def _whole_rate(result: RunResult) -> float | None:
     """Readings over the whole run: process start → exit (imports, start-up, shutdown)."""
     count = result.marks.get("count")
     return count / result.wall if isinstance(count, int) and result.wall > 0 else None
+
+
+def _paired_wall_ratios(base: list[RunResult], peer: list[RunResult]) -> list[float | None]:
+    """The peer's whole-run time over iotmon's, round by round (higher: iotmon faster)."""
+    return [p.wall / i.wall for i, p in zip(base, peer, strict=False) if i.ok and p.ok]
 
 
 def _paired_ratios(base: list[RunResult], peer: list[RunResult]) -> list[float | None]:

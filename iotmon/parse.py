@@ -36,6 +36,7 @@ __all__ = [
     "Rejection",
     "canonical_event_us",
     "format_event_time",
+    "is_valid_key",
     "parse_event_time",
 ]
 
@@ -142,6 +143,11 @@ def format_event_time(event_us: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)) + f"{fraction:06d}Z"
 
 
+def is_valid_key(key: str) -> bool:
+    """A device key is not empty, not only whitespace and at most MAX_KEY_LENGTH chars."""
+    return 0 < len(key) <= MAX_KEY_LENGTH and not key.isspace()
+
+
 def _split(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
@@ -187,7 +193,7 @@ class ReadingParser:
             return Rejection(Reason.MISSING_FIELD, self.settings.key_field)
         if type(key) is not str:
             return Rejection(Reason.WRONG_TYPE, f"{self.settings.key_field} is not a string")
-        if not key or len(key) > MAX_KEY_LENGTH or key.isspace():
+        if not is_valid_key(key):
             return Rejection(
                 Reason.BAD_KEY, f"{self.settings.key_field} is empty or over {MAX_KEY_LENGTH} chars"
             )

@@ -50,11 +50,11 @@ from iotmon.blocks import BLOCK_LINES, BlockParser, Columns
 from iotmon.engine.partition import PartitionState
 from iotmon.engine.rejections import capped, reject, too_far_ahead
 from iotmon.parse import (
-    MAX_KEY_LENGTH,
     ReadingParser,
     Rejection,
     canonical_event_us,
     format_event_time,
+    is_valid_key,
 )
 from iotmon.sources.base import Batch
 from iotmon.state.deadletters import DeadLetters
@@ -254,9 +254,7 @@ class BatchApplier:
 
             exact += 1
             stats = devices.get(key)
-            if type(value) is bool or (
-                stats is None and (len(key) > MAX_KEY_LENGTH or not key or key.isspace())
-            ):
+            if type(value) is bool or (stats is None and not is_valid_key(key)):
                 # Not a reading after all: let the per-line parser say why.
                 self._exact_lines(run, index, index + 1)
                 handed_back.append(index - start)

@@ -46,9 +46,9 @@ class PartitionState:
     checkpoint_id: str | None = None
     """Identity of the checkpoint this state was last written as, or restored from."""
     held: dict[str, list[Any]] = field(default_factory=dict)
-    """Devices whose in-order quiet readings the batch path holds back, and the list it
-    appends them to (:mod:`iotmon.engine.hotpath`); not state: the statistics fold them in
-    before anything reads them."""
+    """Devices whose readings the batch path holds back, and the list it appends them to
+    (:mod:`iotmon.engine.hotpath`); not state: the statistics fold them in before anything
+    reads them."""
     held_count: int = 0
     """Readings held since the held devices were last all folded in."""
 

@@ -27,9 +27,8 @@ DeviceState = list[Any]
 #   5 window sum, 6 window count, 7 count   (counts as doubles: exact up to 2**53)
 #   8 + 2*k: sum of the pane in ring slot k, 9 + 2*k: its reading count
 _HEADER = 8
-# DeviceStats.hold(): the time that seals a held list, and "no more readings in later panes".
+# DeviceStats.hold(): the time that seals a held list (after every canonical time).
 _SEALED = "\U0010ffff"
-_NO_MARK = (-1, 0)
 _FRESH = array("d", [0.0, 0.0, math.inf, -math.inf, math.nan, 0.0, 0.0, 0.0])
 
 
