@@ -33,15 +33,18 @@ BLOCK_LINES: Final = 512
 """Lines parsed together: large enough that the per-block passes cost next to nothing per
 line, small enough that a block with a bad line costs little to parse again line by line."""
 
-# The layout "YYYY-MM-DDTHH:MM:SS.ffffffZ". The date and hour, "YYYY-MM-DDTHH", are the same
-# in every event time of a block, so they are checked once; the rest in each of them.
-_STAMP_LENGTH: Final = 27
+# The layout "YYYY-MM-DDTHH:MM:SS.ffffffZ". A block's event times are checked joined by
+# newlines, each digit turned into "0": then the whole must be this shape repeated, which
+# also proves each of them is one whole event time (a newline inside one would be one too
+# many). The date and hour, "YYYY-MM-DDTHH", are the same in every event time of a block,
+# so whether they are a real date and hour is checked once.
+_SHAPE: Final = b"0000-00-00T00:00:00.000000Z\n"
+_SHAPES: Final = _SHAPE * BLOCK_LINES
+_ZERO_DIGITS: Final = bytes.maketrans(b"123456789", b"000000000")
+_TENS: Final = (14, 17)
+"""Where the tens of minutes and of seconds are: digits up to 5."""
+_UP_TO_FIVE: Final = b"012345"
 _HOUR: Final = 13
-_HOUR_SEPARATORS: Final = ((4, "-"), (7, "-"), (10, "T"))
-_SEPARATORS: Final = ((13, ":"), (16, ":"), (19, "."), (26, "Z"))
-_DIGITS: Final = (14, 15, 17, 18, 20, 21, 22, 23, 24, 25)
-"""Where the rest has digits; the first and third (tens of minutes and of seconds) are
-at most 5."""
 _HOURS_CACHE_LIMIT: Final = 4096
 
 
@@ -84,36 +87,31 @@ class BlockParser:
             # Raise TypeError unless every key and every event time is a string, and unless
             # the values are comparable numbers (bools pass; the caller checks types).
             "".join(keys)
-            joined = "".join(stamps)
+            joined = "\n".join(stamps)
             if min(values) < self._low or max(values) > self._high:
                 return None
-        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+            text = joined.encode("ascii")
+        except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, UnicodeEncodeError):
             return None
         n = len(stamps)
-        if set(map(len, stamps)) != {_STAMP_LENGTH}:
+        size = len(_SHAPE) * n - 1
+        shapes = _SHAPES if n <= BLOCK_LINES else _SHAPE * n
+        if len(text) != size or text.translate(_ZERO_DIGITS) != shapes[:size]:
             return None
-        hour = joined[:_HOUR]
-        for position in range(_HOUR):
-            if joined[position::_STAMP_LENGTH] != hour[position] * n:
+        for position in _TENS:
+            if text[position :: len(_SHAPE)].translate(None, _UP_TO_FIVE):
                 return None
-        if hour not in self._hours and not self._learn(hour):
+        # Same shape, so string order is time order: the first and the last event time
+        # share their hour only if all of them do.
+        first, last = min(stamps), max(stamps)
+        hour = first[:_HOUR]
+        if last[:_HOUR] != hour or (hour not in self._hours and not self._learn(hour)):
             return None
-        for position, char in _SEPARATORS:
-            if joined[position::_STAMP_LENGTH] != char * n:
-                return None
-        digits = "".join([joined[p::_STAMP_LENGTH] for p in _DIGITS])
-        if not (digits.isascii() and digits.isdigit()):
-            return None
-        if max(digits[:n]) > "5" or max(digits[2 * n : 3 * n]) > "5":
-            return None
-        return Columns(keys, values, stamps, canonical_event_us(max(stamps)))
+        return Columns(keys, values, stamps, canonical_event_us(last))
 
     def _learn(self, hour: str) -> bool:
-        """Remember ``hour`` (``2023-03-15T12``) if it is a real one, in the layout."""
-        if not (hour.isascii() and hour[:4].isdigit()) or any(
-            hour[position] != char for position, char in _HOUR_SEPARATORS
-        ):
-            return False
+        """Remember ``hour`` (``2023-03-15T12``, its shape already checked) if it is a real
+        date and hour."""
         try:
             datetime.fromisoformat(hour + ":00:00")
         except ValueError:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from iotmon.parse import format_event_time
 from iotmon.stats import DeviceStats, WindowSpec
+from iotmon.stats.device import _add_each
 
 S = 1_000_000
 SPEC = WindowSpec.from_seconds(window=60, pane=10, lateness=15)
@@ -131,3 +132,13 @@ def test_the_property_covers_devices_with_and_without_a_ring() -> None:
     assert ringed.to_state()[10] == [HEAD_PANE - 1, 70.0, 1, HEAD_PANE, 72.0 + 1e-310 + 199.5, 3]
     assert plain.to_state()[8:] == [72.0 + 1e-310 + 199.5, 3, None]
     assert plain.head_us == start + 1
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False)), st.floats(-1e300, 1e300))
+def test_window_sums_of_many_values_round_as_one_by_one(values: list[float], start: float) -> None:
+    """The fold adds a pane's held values with ``_add_each`` (``sum()`` where that rounds
+    after each addition, as on Python 3.11): it must give what add()'s ``+=`` gives."""
+    expected = start
+    for value in values:
+        expected += value
+    assert str(_add_each(values, start)) == str(expected)

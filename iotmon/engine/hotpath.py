@@ -18,10 +18,13 @@ what can make a difference:
    with nothing to do but record it (:meth:`AlertTracker.follow
    <iotmon.alerts.AlertTracker.follow>`: at or below the threshold for a device that is
    ok, at or above the clear level for one that is firing, a margin inside). A reading of
-   a held device that is a float in that range and not before the device's latest time
-   is then only appended to its held readings, when it is in the device's head pane, or
-   in a later pane if every pane of the device's window had its mean in the range when
-   it was held (always, for the running-mean metric). Two string compares decide.
+   a held device that is a float, not before the device's latest time and in its head
+   pane is then only appended to its held readings, when its value is in that range (two
+   string compares and two float compares decide), or when the device's *slack*, how far
+   its metric may still move before it leaves the range, covers the value. One in a later
+   pane is appended too if every pane of the device's window had its mean in the range
+   when it was held (always, for the running-mean metric) and its metric stays in range
+   whichever panes leave the window.
 
 Why the fast lane changes nothing (the invariant). Statistics: a held reading is in order;
 in the head pane it is not late and moves no window, so adding it changes the running sums
@@ -30,7 +33,9 @@ later performs the very same float operations in the same order; a reading in a 
 pane is folded in through :meth:`add`'s own steps. Alerts: the metric after a held reading
 is a mean of values in the range together with a window whose mean was (in the head pane),
 or with panes whose means each were (across panes; whichever of them leave the window), or
-with a history whose mean was (the running mean); so it stays in the range, where
+with a history whose mean was (the running mean), with any values outside the range paid
+for out of the slack, which counts only what they take (what values inside the range give
+back is left out, so it never overstates); so it stays in the range, where
 :meth:`observe <iotmon.alerts.AlertTracker.observe>` would only have recorded it, and the
 tracker takes those records from the statistics from then on. The margin, a millionth of
 the largest valid magnitude, covers the rounding of any mean of fewer than 2**32 readings.
@@ -238,15 +243,22 @@ class BatchApplier:
         ):
             held = held_of(key)
             if held is not None and held[1] <= stamp and type(value) is float:
+                if stamp < held[0] and held[4] <= value <= held[5]:
+                    # In order, in the head pane, the value itself in the range (so the
+                    # metric stays in it): only the device's sums change.
+                    held[1] = stamp
+                    held[3].append(value)
+                    continue
                 # How far the device's metric may still move towards the end of its range
-                # (held[4], toward which held[5] = +1 is up and -1 is down), after this.
-                slack = held[6] + held[5] * (held[4] - value)
+                # (held[6], toward which held[7] = +1 is up and -1 is down), after this.
+                # held[8] only counts the values outside the range, each of which takes
+                # some slack; the values inside it, which give some, are left out, so it
+                # is never more than the slack there is.
+                slack = held[8] + held[7] * (held[6] - value)
                 if slack >= 0.0:
                     if stamp < held[0]:
-                        # In order, in the head pane, the metric in range: only the
-                        # device's sums change.
                         held[1] = stamp
-                        held[6] = slack
+                        held[8] = slack
                         held[3].append(value)
                         continue
                     if held[2] is not None and self._cross(held, stamp, value, slack):
@@ -279,7 +291,7 @@ class BatchApplier:
                     else:
                         end = (low, -1.0, -stats.slack(low, window=use_window))
                     held = stats.hold(stamp, until, across=across)
-                    held += end
+                    held += (low, high, *end)
                     held_devices[key] = held
         run.accepted += accepted + n - exact
         run.late += late
@@ -299,12 +311,12 @@ class BatchApplier:
             # decides, starting from this reading.
             since = later[-1][0] if later else 0
             if len(values) > since:
-                if held[5] > 0:
-                    if max(values[since:]) > held[4]:
+                if held[7] > 0:
+                    if max(values[since:]) > held[6]:
                         return False
-                elif min(values[since:]) < held[4]:
+                elif min(values[since:]) < held[6]:
                     return False
-            slack = held[5] * (held[4] - value)
+            slack = held[7] * (held[6] - value)
             if slack < 0.0:
                 return False
         event_us = canonical_event_us(stamp)
@@ -312,7 +324,7 @@ class BatchApplier:
         held[1] = stamp
         later.append((len(values), event_us))
         values.append(value)
-        held[6] = slack
+        held[8] = slack
         return True
 
     def _pane_end(self, pane: int) -> str:

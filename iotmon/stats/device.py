@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 from iotmon.parse import canonical_event_us
@@ -292,19 +293,12 @@ class DeviceStats:
         start = 0
         for mark, event_us in [*(later or ()), (len(values), None)]:
             b = self._buf
-            w = b[5]
+            segment = values[start:mark]
             if self._ringed:
                 i = 8 + 2 * (self._head_us // spec.pane_us % spec.panes)
-                p = b[i]
-                for value in values[start:mark]:
-                    w += value
-                    p += value
-                b[i] = p
+                b[i] = _add_each(segment, b[i])
                 b[i + 1] += mark - start
-            else:
-                for value in values[start:mark]:
-                    w += value
-            b[5] = w
+            b[5] = _add_each(segment, b[5])
             b[6] += mark - start
             if event_us is None:
                 return
@@ -441,6 +435,23 @@ class DeviceStats:
         self._last_event_us = last_event_us
         self._head_us = head_us
         return self
+
+
+def _plain_float_sum() -> bool:
+    """Whether ``sum()`` adds floats one after the other, rounding each time, as ``+=``
+    does (up to Python 3.11; later versions compensate the rounding)."""
+    return sum([1e100, 1.0, -1e100]) == 0.0
+
+
+def _add_one_by_one(values: list[float], start: float, /) -> float:
+    """``start + values[0] + values[1] + ...``, rounded after each addition."""
+    for value in values:
+        start += value
+    return start
+
+
+_add_each: Callable[[list[float], float], float] = sum if _plain_float_sum() else _add_one_by_one
+"""add()'s window sums for many values at once: ``sum()`` where it is the same, in C."""
 
 
 def _running_sum(s: float, c: float, values: list[float], largest: float) -> tuple[float, float]:
