@@ -181,6 +181,21 @@ def test_every_hostile_line_is_refused() -> None:
     assert len(kept) == 2
 
 
+def test_event_times_whose_lengths_only_add_up_are_refused() -> None:
+    """The event times are checked joined: one too long beside one too short, or one holding
+    a newline (JSON allows it, escaped), must not pass for two good ones."""
+    parser = BlockParser(ParseSettings())
+    cases = [
+        (STAMP + "0", STAMP[:-1]),
+        (STAMP[:-1], "Z" + STAMP),
+        (STAMP + "\n" + STAMP[:-1], STAMP[:-1]),
+        (STAMP + "\n" + STAMP, ""),
+    ]
+    for first, second in cases:
+        lines = with_doc(with_doc(block()[:2], 0, data_evento=first), 1, data_evento=second)
+        assert parser.columns(lines) is None, (first, second)
+
+
 def test_a_leap_day_is_a_real_date_and_29_february_2023_is_not() -> None:
     parser = BlockParser(ParseSettings())
     assert parser.columns(with_doc(block()[:1], 0, data_evento="2024-02-29T12:00:00.000000Z"))
