@@ -121,20 +121,29 @@ def parse_event_time(text: str) -> int:
     return event_us
 
 
-_canonical_seconds: dict[str, int] = {}
+_second_starts: dict[str, int] = {}
+"""µs since the epoch of each second (``2023-03-15T12:15:37``) seen in the seed's layout:
+a stream repeats the same second thousands of times. Shared by every parser and
+:func:`canonical_event_us`; filled by :func:`_second_start` only."""
+
+
+def _second_start(second: str) -> int:
+    """µs since the epoch of ``second`` (``2023-03-15T12:15:37``), remembered; ValueError
+    when it is not a time."""
+    base = _second_starts.get(second)
+    if base is None:
+        base = parse_event_time(second)
+        if len(_second_starts) >= _SECONDS_CACHE_LIMIT:
+            _second_starts.clear()
+        _second_starts[second] = base
+    return base
 
 
 def canonical_event_us(stamp: str) -> int:
     """µs since the epoch of a time already checked to be in the seed's layout,
     ``2023-03-15T12:15:37.166944Z`` (:mod:`iotmon.blocks` checks it): a cached lookup of
     its second plus its fraction."""
-    second = stamp[:19]
-    base = _canonical_seconds.get(second)
-    if base is None:
-        if len(_canonical_seconds) >= _SECONDS_CACHE_LIMIT:
-            _canonical_seconds.clear()
-        base = _canonical_seconds[second] = parse_event_time(second)
-    return base + int(stamp[20:26])
+    return _second_start(stamp[:19]) + int(stamp[20:26])
 
 
 def format_event_time(event_us: int) -> str:
@@ -153,14 +162,13 @@ def _split(path: str) -> tuple[str, ...]:
 
 
 class ReadingParser:
-    """Parses lines with fixed field paths; one instance per pipeline (it keeps a small cache).
+    """Parses lines with fixed field paths; one instance per pipeline.
 
     ``parse`` is the per-line hot path: the seed layout (``...T12:15:37.166944Z``) is
-    decoded with a per-second cache instead of a full ISO parse, because a stream repeats
-    the same second thousands of times.
+    decoded with the per-second cache (``_second_starts``) instead of a full ISO parse.
     """
 
-    __slots__ = ("_key", "_max", "_min", "_seconds", "_temp", "_time", "parse", "settings")
+    __slots__ = ("_key", "_max", "_min", "_temp", "_time", "parse", "settings")
 
     def __init__(self, settings: ParseSettings | None = None) -> None:
         self.settings = settings or ParseSettings()
@@ -169,7 +177,6 @@ class ReadingParser:
         self._time = _split(self.settings.time_field)
         self._min = self.settings.valid_min
         self._max = self.settings.valid_max
-        self._seconds: dict[str, int] = {}
         self.parse: Callable[[bytes], Reading | Rejection] = _fast_parser(self)
 
     def parse_strictly(self, line: bytes) -> Reading | Rejection:
@@ -227,21 +234,12 @@ class ReadingParser:
 
     def _event_us(self, stamp: str) -> int | None:
         if len(stamp) == 27 and stamp[19] == "." and stamp[26] == "Z":
-            head = stamp[:19]
-            base = self._seconds.get(head)
             fraction = stamp[20:26]
-            digits = fraction.isascii() and fraction.isdigit()
-            if base is not None and digits:
-                return base + int(fraction)
-            if base is None and digits:
+            if fraction.isascii() and fraction.isdigit():
                 try:
-                    base = parse_event_time(head)
+                    return _second_start(stamp[:19]) + int(fraction)
                 except ValueError:
                     return None
-                if len(self._seconds) >= _SECONDS_CACHE_LIMIT:
-                    self._seconds.clear()
-                self._seconds[head] = base
-                return base + int(fraction)
         try:
             return parse_event_time(stamp)
         except ValueError:
@@ -277,7 +275,7 @@ def _fast_parser(parser: ReadingParser) -> Callable[[bytes], Reading | Rejection
         "loads": orjson.loads,
         "JSONDecodeError": orjson.JSONDecodeError,
         "strict": parser.parse_strictly,
-        "seconds": parser._seconds,
+        "seconds": _second_starts,
         "low": parser._min,
         "high": parser._max,
         "max_key_length": MAX_KEY_LENGTH,
