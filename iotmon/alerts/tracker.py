@@ -192,7 +192,7 @@ class AlertTracker:
     def observe(self, key: str, stats: StatsView) -> None:
         """Judge device ``key`` after one of its readings was added to ``stats``."""
         device = self._devices.get(key)
-        value = stats.window_mean if self._use_window else stats.mean
+        value = stats.window_mean if self._use_window else stats.mean  # _metric(), inlined
         if device is None:
             below = self._untracked_below
             if below is not None and value is not None and value <= below:
@@ -226,7 +226,7 @@ class AlertTracker:
         time, so from now on those are taken from ``stats`` whenever they are read."""
         if self._stale_after_us != _NEVER:
             return None
-        value = stats.window_mean if self._use_window else stats.mean
+        value = self._metric(stats)
         if value is None:
             return None
         device = self._devices.get(key)
@@ -359,8 +359,12 @@ class AlertTracker:
         """What observe() would have recorded for the readings :meth:`follow` let by."""
         stats = device.stats
         assert stats is not None
-        device.value = stats.window_mean if self._use_window else stats.mean
+        device.value = self._metric(stats)
         device.last_seen_us = stats.head_us
+
+    def _metric(self, stats: StatsView) -> float | None:
+        """The mean this tracker judges."""
+        return stats.window_mean if self._use_window else stats.mean
 
     def _admit(self, key: str, stats: StatsView) -> _Device:
         device = _Device(key, self.rules.rule_for(key), stats.head_us)

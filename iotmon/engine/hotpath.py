@@ -249,16 +249,16 @@ class BatchApplier:
                     held[1] = stamp
                     held[3].append(value)
                     continue
-                # How far the device's metric may still move towards the end of its range
-                # (held[6], toward which held[7] = +1 is up and -1 is down), after this.
-                # held[8] only counts the values outside the range, each of which takes
+                # How far the device's metric may still move towards the finite end of its
+                # range (held[6]: up to held[5]; else down to held[4]), after this.
+                # held[7] only counts the values outside the range, each of which takes
                 # some slack; the values inside it, which give some, are left out, so it
                 # is never more than the slack there is.
-                slack = held[8] + held[7] * (held[6] - value)
+                slack = held[7] + (held[5] - value if held[6] else value - held[4])
                 if slack >= 0.0:
                     if stamp < held[0]:
                         held[1] = stamp
-                        held[8] = slack
+                        held[7] = slack
                         held[3].append(value)
                         continue
                     if held[2] is not None and self._cross(held, stamp, value, slack):
@@ -286,12 +286,13 @@ class BatchApplier:
                 if until:
                     low, high = coast
                     across = not use_window or stats.panes_within(low, high)
-                    if high < math.inf:
-                        end = (high, 1.0, stats.slack(high, window=use_window))
+                    up = high < math.inf
+                    if up:
+                        slack = stats.slack(high, window=use_window)
                     else:
-                        end = (low, -1.0, -stats.slack(low, window=use_window))
+                        slack = -stats.slack(low, window=use_window)
                     held = stats.hold(stamp, until, across=across)
-                    held += (low, high, *end)
+                    held += (low, high, up, slack)
                     held_devices[key] = held
         run.accepted += accepted + n - exact
         run.late += late
@@ -311,12 +312,12 @@ class BatchApplier:
             # decides, starting from this reading.
             since = later[-1][0] if later else 0
             if len(values) > since:
-                if held[7] > 0:
-                    if max(values[since:]) > held[6]:
+                if held[6]:
+                    if max(values[since:]) > held[5]:
                         return False
-                elif min(values[since:]) < held[6]:
+                elif min(values[since:]) < held[4]:
                     return False
-            slack = held[7] * (held[6] - value)
+            slack = held[5] - value if held[6] else value - held[4]
             if slack < 0.0:
                 return False
         event_us = canonical_event_us(stamp)
@@ -324,7 +325,7 @@ class BatchApplier:
         held[1] = stamp
         later.append((len(values), event_us))
         values.append(value)
-        held[8] = slack
+        held[7] = slack
         return True
 
     def _pane_end(self, pane: int) -> str:
