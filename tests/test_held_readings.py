@@ -81,7 +81,7 @@ def append(hold: list[Any], value: float, event_us: int) -> None:
     stamp = format_event_time(event_us)
     assert hold[1] <= stamp
     if stamp >= hold[0]:
-        hold[2].append((len(hold[3]), event_us))
+        hold[2].append((len(hold[3]), event_us // SPEC.pane_us))
         hold[0] = pane_end(event_us)
     hold[1] = stamp
     hold[3].append(value)

@@ -106,6 +106,7 @@ class BatchApplier:
         "_max_future_us",
         "_max_line_bytes",
         "_pane_ends",
+        "_panes_by_second",
         "_parser",
         "_spec",
         "_window",
@@ -129,6 +130,7 @@ class BatchApplier:
         self._blocks = BlockParser(settings) if fast else None
         self._margin = _MARGIN * max(1.0, abs(settings.valid_min), abs(settings.valid_max))
         self._pane_ends: dict[int, str] = {}
+        self._panes_by_second: dict[str, tuple[int, str]] = {}
         self._window = window_metric
 
     def apply(self, part: PartitionState, batch: Batch, dead_letters: DeadLetters) -> None:
@@ -259,6 +261,7 @@ class BatchApplier:
                     if stamp < held[0]:
                         held[1] = stamp
                         held[7] = slack
+                        held[8] = True  # this pane has a value outside the range
                         held[3].append(value)
                         continue
                     if held[2] is not None and self._cross(held, stamp, value, slack):
@@ -292,7 +295,9 @@ class BatchApplier:
                     else:
                         slack = -stats.slack(low, window=use_window)
                     held = stats.hold(stamp, until, across=across)
-                    held += (low, high, up, slack)
+                    # held[4:]: the range, towards which end the metric may move, the
+                    # slack, and whether the head pane has taken a value outside the range.
+                    held += (low, high, up, slack, False)
                     held_devices[key] = held
         run.accepted += accepted + n - exact
         run.late += late
@@ -304,29 +309,37 @@ class BatchApplier:
     def _cross(self, held: list[Any], stamp: str, value: float, slack: float) -> bool:
         """Append a reading of a held device in a later pane, if its metric stays in range
         whichever panes leave the window (see the module docstring)."""
-        values = held[3]
-        later = held[2]
         if self._window:
             # The panes left from before the device was held are each in range; so is the
-            # pane it leaves now if each of its held values is; then the new pane alone
-            # decides, starting from this reading.
-            since = later[-1][0] if later else 0
-            if len(values) > since:
-                if held[6]:
-                    if max(values[since:]) > held[5]:
-                        return False
-                elif min(values[since:]) < held[4]:
-                    return False
+            # pane it leaves now, unless a value outside the range went into it (held[8]);
+            # then the new pane alone decides, starting from this reading.
+            if held[8]:
+                return False
             slack = held[5] - value if held[6] else value - held[4]
             if slack < 0.0:
                 return False
-        event_us = canonical_event_us(stamp)
-        held[0] = self._pane_end(event_us // self._spec.pane_us)
+        pane, held[0] = self._pane_of(stamp)
         held[1] = stamp
-        later.append((len(values), event_us))
+        values = held[3]
+        held[2].append((len(values), pane))
         values.append(value)
         held[7] = slack
+        held[8] = False
         return True
+
+    def _pane_of(self, stamp: str) -> tuple[int, str]:
+        """The pane of ``stamp`` (a canonical ISO string) and the start of the next one (see
+        :meth:`_pane_end`); remembered by the second when panes are whole seconds long."""
+        second = stamp[:19]
+        known = self._panes_by_second.get(second)
+        if known is None:
+            pane = canonical_event_us(stamp) // self._spec.pane_us
+            known = (pane, self._pane_end(pane))
+            if self._spec.pane_us % 1_000_000 == 0:
+                if len(self._panes_by_second) >= _PANE_ENDS_CACHE_LIMIT:
+                    self._panes_by_second.clear()
+                self._panes_by_second[second] = known
+        return known
 
     def _pane_end(self, pane: int) -> str:
         """The start of pane ``pane + 1`` as a canonical ISO string ("" if it has none)."""

@@ -215,7 +215,7 @@ class DeviceStats:
         readings to the returned ``held``, in order, each value (a float) to the array
         ``held[3]``: a reading at or after ``held[1]`` and before ``held[0]`` (in the head
         pane) just so; when ``held[2]`` is a list (``across``), one in a later pane too,
-        adding ``(its index in held[3], its event time in µs)`` to that list and setting
+        adding ``(its index in held[3], its pane)`` to that list and setting
         ``held[0]`` to the end of its pane. Either way ``held[1]`` becomes its time. Once
         they are folded in, ``held[1]`` becomes a time after every other, so nothing more
         is appended. Items after ``held[3]`` are the caller's.
@@ -288,28 +288,28 @@ class DeviceStats:
 
     def _fold_window(self, values: list[float], later: list[tuple[int, int]] | None) -> None:
         """add()'s window steps for ``values``: in the head pane, except those ``later``
-        lists by index, with their event time, as starting a later pane."""
+        lists by index, with their pane, as starting a later pane. Leaves ``_head_us``
+        to the caller."""
         spec = self.spec
+        head = self._head_us // spec.pane_us
         start = 0
-        for mark, event_us in [*(later or ()), (len(values), None)]:
+        for mark, pane in [*(later or ()), (len(values), None)]:
             b = self._buf
             segment = values[start:mark]
             if self._ringed:
-                i = 8 + 2 * (self._head_us // spec.pane_us % spec.panes)
+                i = 8 + 2 * (head % spec.panes)
                 b[i] = _add_each(segment, b[i])
                 b[i + 1] += mark - start
             b[5] = _add_each(segment, b[5])
             b[6] += mark - start
-            if event_us is None:
+            if pane is None:
                 return
-            head = self._head_us // spec.pane_us
-            pane = event_us // spec.pane_us
             start = mark
             if pane != head:
                 # What add() does for a reading in a later pane; _advance() may add or
                 # drop the ring.
                 self._advance(head, pane, values[mark])
-                self._head_us = event_us
+                head = pane
                 start = mark + 1
 
     def _make_ring(self, head: int) -> array[float]:
