@@ -24,7 +24,9 @@ what can make a difference:
    its metric may still move before it leaves the range, covers the value. One in a later
    pane is appended too if every pane of the device's window had its mean in the range
    when it was held (always, for the running-mean metric) and its metric stays in range
-   whichever panes leave the window.
+   whichever panes leave the window. A device stays held when its readings are folded in
+   for a reader (a checkpoint, a view, a digest) or to bound their memory, until a
+   reading of it takes the exact path.
 
 Why the fast lane changes nothing (the invariant). Statistics: a held reading is in order;
 in the head pane it is not late and moves no window, so adding it changes the running sums
@@ -71,7 +73,7 @@ _MOST_HELD: Final = 1 << 20
 """Readings held across a partition before all are folded in: bounds the memory they take
 (8 bytes each)."""
 _MOST_HELD_DEVICES: Final = 1 << 14
-"""Devices held at once in a partition before all are folded in (a held device costs a
+"""Devices held at once in a partition before all are let go (a held device costs a
 few hundred bytes more, which at a million devices would not fit in their 1 KB each)."""
 _PANE_ENDS_CACHE_LIMIT: Final = 4096
 _MARGIN: Final = 1e-6
@@ -302,8 +304,10 @@ class BatchApplier:
         run.accepted += accepted + n - exact
         run.late += late
         part.held_count += n - exact
-        if part.held_count > _MOST_HELD or len(held_devices) > _MOST_HELD_DEVICES:
-            settle_held(part)
+        if len(held_devices) > _MOST_HELD_DEVICES:
+            release_held(part)
+        elif part.held_count > _MOST_HELD:
+            fold_held(part)
         return handed_back
 
     def _cross(self, held: list[Any], stamp: str, value: float, slack: float) -> bool:
@@ -364,10 +368,18 @@ def _latest_but(stamps: list[str], left_out: list[int], head_us: int) -> int:
     return canonical_event_us(max(kept)) if kept else head_us
 
 
-def settle_held(part: PartitionState) -> None:
-    """Fold in the readings held for every device of ``part``."""
+def fold_held(part: PartitionState) -> None:
+    """Fold in the readings held for every device of ``part``; they stay held."""
     devices = part.table.devices
     for key in part.held:
         devices[key].settle()
+    part.held_count = 0
+
+
+def release_held(part: PartitionState) -> None:
+    """Fold in the readings held for every device of ``part`` and stop holding them."""
+    devices = part.table.devices
+    for key in part.held:
+        devices[key].release()
     part.held.clear()
     part.held_count = 0

@@ -153,7 +153,7 @@ class DeviceStats:
         if value - value != 0.0:
             raise ValueError(f"reading value must be finite, got {value!r}")
         if self._held is not None:
-            self._settle()
+            self.release()
         return self._add(value, event_us)
 
     def _add(self, value: float, event_us: int) -> bool:
@@ -216,9 +216,11 @@ class DeviceStats:
         ``held[3]``: a reading at or after ``held[1]`` and before ``held[0]`` (in the head
         pane) just so; when ``held[2]`` is a list (``across``), one in a later pane too,
         adding ``(its index in held[3], its pane)`` to that list and setting
-        ``held[0]`` to the end of its pane. Either way ``held[1]`` becomes its time. Once
-        they are folded in, ``held[1]`` becomes a time after every other, so nothing more
-        is appended. Items after ``held[3]`` are the caller's.
+        ``held[0]`` to the end of its pane. Either way ``held[1]`` becomes its time.
+        Reading a statistic folds them in and empties ``held[3]`` and ``held[2]``, and
+        appending may go on. :meth:`add` and :meth:`release` fold them in and make
+        ``held[1]`` a time after every other, so nothing more is appended. Items after
+        ``held[3]`` are the caller's.
 
         Folding them in later replays :meth:`add` exactly: a reading in the head pane, in
         order, changes the running sums and counts, min, max, last and the head pane's sums
@@ -252,9 +254,18 @@ class DeviceStats:
         return True
 
     def settle(self) -> None:
-        """Fold the held readings in now (reading any statistic does it too)."""
+        """Fold the held readings in now (reading any statistic does it too); the holder
+        may go on appending."""
         if self._held is not None:
             self._settle()
+
+    def release(self) -> None:
+        """Fold the held readings in and stop holding: nothing more can be appended."""
+        held = self._held
+        if held is not None:
+            self._settle()
+            held[1] = _SEALED
+            self._held = None
 
     def _settled(self) -> array[float]:
         if self._held is not None:
@@ -264,12 +275,12 @@ class DeviceStats:
     def _settle(self) -> None:
         held = self._held
         assert held is not None
-        self._held = None
-        latest = held[1]
-        held[1] = _SEALED
         values = held[3].tolist()
         if not values:
             return
+        # Emptied, not replaced: the holder keeps appending to the same array and list.
+        del held[3][:]
+        later = held[2]
         # add()'s steps for each value, in two passes: the running statistics and the window
         # touch different state, so their order between readings does not matter.
         b = self._buf
@@ -283,8 +294,10 @@ class DeviceStats:
         b[4] = values[-1]
         b[7] += len(values)
         b[0], b[1] = _running_sum(b[0], b[1], values, max(high, -low))
-        self._fold_window(values, held[2])
-        self._head_us = self._last_event_us = canonical_event_us(latest)
+        self._fold_window(values, later)
+        if later:
+            later.clear()
+        self._head_us = self._last_event_us = canonical_event_us(held[1])
 
     def _fold_window(self, values: list[float], later: list[tuple[int, int]] | None) -> None:
         """add()'s window steps for ``values``: in the head pane, except those ``later``
