@@ -222,7 +222,7 @@ async def _big_message_topic(bootstrap: str, name: str) -> None:
         await admin.close()
 
 
-async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+async def _produce(bootstrap: str, topic: str, values: list[bytes | None]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, max_request_size=64 * 1024 * 1024, linger_ms=5
     )
@@ -235,9 +235,9 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-def _key_of(value: bytes) -> bytes:
+def _key_of(value: bytes | None) -> bytes:
     """Valid readings keyed by device, so each device's readings stay in order."""
-    return b"hot" if HOT.encode() in value[:200] else b"other"
+    return b"hot" if value is not None and HOT.encode() in value[:200] else b"other"
 
 
 async def _count(bootstrap: str, topic: str) -> int:
@@ -267,8 +267,14 @@ async def test_poison_pills_from_kafka(
 ) -> None:
     topic = f"iotmon-poison-{tmp_path.name[-8:]}".replace("_", "-")
     await _big_message_topic(kafka_bootstrap, topic)
-    # Kafka carries what a line cannot: values with raw line feeds inside.
-    values = [*stream(), reading("LF\nX-Evil: 1\n\nbody", 50.0, _at(0)), b"a\nb\r\nc"]
+    # Kafka carries what a line cannot: values with raw line feeds inside, and a message
+    # with no value at all (a tombstone).
+    values: list[bytes | None] = [
+        *stream(),
+        reading("LF\nX-Evil: 1\n\nbody", 50.0, _at(0)),
+        b"a\nb\r\nc",
+        None,
+    ]
     await _produce(kafka_bootstrap, topic, values)
     state = tmp_path / "state"
     args = (

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, overload
+from operator import attrgetter
+from typing import Any, Final, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
@@ -36,6 +37,8 @@ from iotmon.sources.base import (
 __all__ = ["KafkaSource", "partition_name"]
 
 log = logging.getLogger(__name__)
+
+_VALUE: Final = attrgetter("value")
 
 
 def partition_name(tp: TopicPartition) -> str:
@@ -235,14 +238,16 @@ class KafkaSource:
                     # reads these again from the position stored with its state.
                     continue
                 stop = self._stop_at.get(tp) if self.once else None
-                if stop is not None:
+                if stop is not None and messages[-1].offset >= stop:
                     messages = [m for m in messages if m.offset < stop]
                     if not messages:
                         self._next[tp] = max(self._next.get(tp, 0), stop)
                         continue
                 self._next[tp] = messages[-1].offset + 1
                 self._yielded = generation
-                lines = [m.value if m.value is not None else b"" for m in messages]
+                lines = list(map(_VALUE, messages))
+                if None in lines:  # a tombstone (no value) reads as an empty line
+                    lines = [b"" if line is None else line for line in lines]
                 yield Batch(
                     partition=partition_name(tp),
                     lines=lines,
