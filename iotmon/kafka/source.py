@@ -17,8 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from operator import attrgetter
-from typing import Any, Final, overload
+from typing import Any, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
@@ -37,8 +36,6 @@ from iotmon.sources.base import (
 __all__ = ["KafkaSource", "partition_name"]
 
 log = logging.getLogger(__name__)
-
-_VALUE: Final = attrgetter("value")
 
 
 def partition_name(tp: TopicPartition) -> str:
@@ -245,9 +242,8 @@ class KafkaSource:
                         continue
                 self._next[tp] = messages[-1].offset + 1
                 self._yielded = generation
-                lines = list(map(_VALUE, messages))
-                if None in lines:  # a tombstone (no value) reads as an empty line
-                    lines = [b"" if line is None else line for line in lines]
+                # A tombstone (no value) reads as an empty line.
+                lines = [m.value if m.value is not None else b"" for m in messages]
                 yield Batch(
                     partition=partition_name(tp),
                     lines=lines,
