@@ -254,16 +254,16 @@ class BatchApplier:
                     held[3].append(value)
                     continue
                 # How far the device's metric may still move towards the finite end of its
-                # range (held[6]: up to held[5]; else down to held[4]), after this.
-                # held[7] only counts the values outside the range, each of which takes
+                # range (one end is infinite, so min() picks the other), after this.
+                # held[6] only counts the values outside the range, each of which takes
                 # some slack; the values inside it, which give some, are left out, so it
                 # is never more than the slack there is.
-                slack = held[7] + (held[5] - value if held[6] else value - held[4])
+                slack = held[6] + min(held[5] - value, value - held[4])
                 if slack >= 0.0:
                     if stamp < held[0]:
                         held[1] = stamp
-                        held[7] = slack
-                        held[8] = True  # this pane has a value outside the range
+                        held[6] = slack
+                        held[7] = True  # this pane has a value outside the range
                         held[3].append(value)
                         continue
                     if held[2] is not None and self._cross(held, stamp, value, slack):
@@ -291,15 +291,14 @@ class BatchApplier:
                 if until:
                     low, high = coast
                     across = not use_window or stats.panes_within(low, high)
-                    up = high < math.inf
-                    if up:
+                    if high < math.inf:
                         slack = stats.slack(high, window=use_window)
                     else:
                         slack = -stats.slack(low, window=use_window)
                     held = stats.hold(stamp, until, across=across)
-                    # held[4:]: the range, towards which end the metric may move, the
-                    # slack, and whether the head pane has taken a value outside the range.
-                    held += (low, high, up, slack, False)
+                    # held[4:]: the range, the slack, and whether the head pane has taken
+                    # a value outside the range.
+                    held += (low, high, slack, False)
                     held_devices[key] = held
         run.accepted += accepted + n - exact
         run.late += late
@@ -315,11 +314,11 @@ class BatchApplier:
         whichever panes leave the window (see the module docstring)."""
         if self._window:
             # The panes left from before the device was held are each in range; so is the
-            # pane it leaves now, unless a value outside the range went into it (held[8]);
+            # pane it leaves now, unless a value outside the range went into it (held[7]);
             # then the new pane alone decides, starting from this reading.
-            if held[8]:
+            if held[7]:
                 return False
-            slack = held[5] - value if held[6] else value - held[4]
+            slack = min(held[5] - value, value - held[4])
             if slack < 0.0:
                 return False
         pane, held[0] = self._pane_of(stamp)
@@ -327,8 +326,8 @@ class BatchApplier:
         values = held[3]
         held[2].append((len(values), pane))
         values.append(value)
-        held[7] = slack
-        held[8] = False
+        held[6] = slack
+        held[7] = False
         return True
 
     def _pane_of(self, stamp: str) -> tuple[int, str]:
