@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
 
 from iotmon.alerts import Alerter, Change
 from iotmon.engine.clock import StreamClock
@@ -33,6 +34,12 @@ from iotmon.state.statedir import StagedFile, StateDir
 __all__ = ["Checkpointer", "CommitGate"]
 
 log = logging.getLogger(__name__)
+
+_MOST_DEVICES_REUSED: Final = 50_000
+"""Devices whose encoded state a checkpoint keeps for the next one to reuse, at most. A
+held notification gets a checkpoint at once, so an alert storm means a checkpoint every
+few milliseconds, while few devices change between two of them; the copy costs up to a
+kilobyte per device (a full window), too much beside a million devices' own kilobyte."""
 
 
 class CommitGate:
@@ -165,6 +172,8 @@ class Checkpointer:
         covered: list[PartitionState] = []
         written: list[tuple[PartitionState, Fragments]] = []
         staged: list[StagedFile] = []
+        devices = sum(len(p.table.devices) for p in self._partitions.values())
+        reuse_encoded = devices <= _MOST_DEVICES_REUSED
         for part in self._partitions.values():
             changes = announce.get(part.name, [])
             if not part.dirty and changes == part.announce:
@@ -172,7 +181,7 @@ class Checkpointer:
             part.dlq_size = dead.sizes.get(part.name, part.dlq_size)
             part.announce = changes
             part.checkpoint_id = checkpoint_id
-            doc = part.to_document(checkpoint_id)
+            doc = part.to_document(checkpoint_id, reuse_encoded=reuse_encoded)
             if shared:
                 written.append((part, self.state_dir.encode_partition(doc)))
             else:

@@ -52,9 +52,12 @@ class PartitionState:
     held_count: int = 0
     """Readings held since the held devices were last all folded in."""
 
-    def to_document(self, checkpoint: str | None = None) -> PartitionDocument:
+    def to_document(
+        self, checkpoint: str | None = None, *, reuse_encoded: bool = False
+    ) -> PartitionDocument:
         """The checkpoint document (its per-device maps encoded a chunk at a time when
-        written; :meth:`from_document` reads it back)."""
+        written; :meth:`from_document` reads it back). ``reuse_encoded``: see
+        :meth:`StatsTable.to_document <iotmon.stats.StatsTable.to_document>`."""
         return PartitionDocument(
             partition=self.name,
             position=self.position,
@@ -65,7 +68,7 @@ class PartitionState:
             head_wall_us=self.horizon.head_wall_us,
             dlq_size=self.dlq_size,
             window=_window_fields(self.table.spec),
-            stats=self.table.to_document(),
+            stats=self.table.to_document(reuse=reuse_encoded),
             alerts=self.tracker.to_document(),
             announce=self.announce,
             checkpoint=checkpoint,

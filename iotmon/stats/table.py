@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from iotmon.state.encoding import Chunked
 from iotmon.stats.device import DeviceState, DeviceStats
 from iotmon.stats.window import WindowSpec
@@ -17,7 +19,7 @@ class StatsTable:
     :meth:`to_state` and resumed elsewhere with :meth:`from_state`.
     """
 
-    __slots__ = ("devices", "late", "spec")
+    __slots__ = ("_encoded", "devices", "late", "spec")
 
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
@@ -25,6 +27,8 @@ class StatsTable:
         # Readings that were late for their device's window (they still count in the
         # running statistics).
         self.late = 0
+        # What to_document(reuse=True) encoded last, for the next one (see _encoded_states).
+        self._encoded: dict[str, tuple[DeviceStats, int, orjson.Fragment]] = {}
 
     def __repr__(self) -> str:
         return f"StatsTable({self.spec!r}, devices={len(self.devices)}, late={self.late})"
@@ -43,15 +47,37 @@ class StatsTable:
         """JSON-able snapshot: ``{"late": n, "devices": {key: DeviceStats.to_state()}}``."""
         return {"late": self.late, "devices": dict(self.device_states())}
 
-    def to_document(self) -> dict[str, Any]:
+    def to_document(self, *, reuse: bool = False) -> dict[str, Any]:
         """:meth:`to_state` for :func:`~iotmon.state.encoding.encode_document`: the devices are
-        encoded a chunk at a time, never all built as objects at once."""
-        return {"late": self.late, "devices": Chunked(self.device_states())}
+        encoded a chunk at a time, never all built as objects at once. With ``reuse``, a
+        device unchanged since the previous ``reuse`` call is not encoded again, for the
+        memory of keeping each device's encoded state until then."""
+        if reuse:
+            devices: Iterator[tuple[str, Any]] = self._encoded_states()
+        else:
+            self._encoded = {}
+            devices = self.device_states()
+        return {"late": self.late, "devices": Chunked(devices)}
 
     def device_states(self) -> Iterator[tuple[str, DeviceState]]:
         """The ``devices`` member of :meth:`to_state`, one device at a time."""
         for key, device in self.devices.items():
             yield key, device.to_state()
+
+    def _encoded_states(self) -> Iterator[tuple[str, orjson.Fragment]]:
+        """:meth:`device_states`, each state already encoded, and kept for the next call.
+        A kept one is used again while its device is the same object with the same count:
+        every change to a device's statistics adds a reading (late ones too)."""
+        previous = self._encoded
+        # Replaced before the first device: a pass left unfinished keeps what it got to.
+        kept = self._encoded = {}
+        for key, device in self.devices.items():
+            count = device.count
+            entry = previous.get(key)
+            if entry is None or entry[0] is not device or entry[1] != count:
+                entry = (device, count, orjson.Fragment(orjson.dumps(device.to_state())))
+            kept[key] = entry
+            yield key, entry[2]
 
     @classmethod
     def from_state(cls, spec: WindowSpec, state: object) -> StatsTable:
