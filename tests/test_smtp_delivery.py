@@ -354,6 +354,36 @@ def test_smtp_settings_repr_masks_the_password() -> None:
     assert "password=None" in repr(SmtpSettings(host="smtp.example"))
 
 
+async def test_a_queued_email_goes_out_byte_for_byte_as_the_outbox_stored_it(
+    tmp_path: Path, smtp_server: Any
+) -> None:
+    outbox = Outbox(tmp_path)
+    assert outbox.put(notification(1))
+    [entry] = Outbox(tmp_path).pending()
+    await smtp_to(smtp_server)(entry.notification())
+    [received] = await smtp_server.wait_for(1)
+    assert received.raw == entry.raw
+    assert (received.mail_from, received.rcpt_tos) == (
+        "iotmon@plant.example",
+        ("ops@plant.example",),
+    )
+
+
+async def test_stored_bytes_with_a_bcc_go_through_the_generator_which_strips_it(
+    smtp_server: Any,
+) -> None:
+    # Not what iotmon renders, but a stored email is sent as is only when that is what
+    # send_message would have sent.
+    raw = (
+        b"From: iotmon@plant.example\r\nTo: ops@plant.example\r\nBcc: eve@evil.example\r\n"
+        b"Message-ID: <1@plant.example>\r\nSubject: s\r\n\r\nbody\r\n"
+    )
+    await smtp_to(smtp_server)(Notification(digest=notification(1).digest, raw=raw))
+    [received] = await smtp_server.wait_for(1)
+    assert received.rcpt_tos == ("ops@plant.example",)
+    assert received.message["Bcc"] is None and b"eve@" not in received.raw
+
+
 # -- untrusted device ids on the wire ------------------------------------------------------
 
 

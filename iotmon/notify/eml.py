@@ -40,9 +40,9 @@ class EmlNotifier:
         if not path.exists():
             self.directory.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(notification.message.as_bytes())
+            tmp.write_bytes(notification.as_bytes())
             os.replace(tmp, path)
-        subject = str(notification.message["Subject"])
+        subject = str(notification.headers["Subject"])
         summary = f"notification written to {path}: {subject}"
         log.info("%s", summary)
         if self._echo is not None:

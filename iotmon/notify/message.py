@@ -21,13 +21,14 @@ import re
 from datetime import UTC, datetime
 from email.header import Header
 from email.message import EmailMessage
-from email.policy import SMTP, Policy
+from email.policy import Policy
 from email.utils import format_datetime, parseaddr
 from typing import Final
 
 from iotmon.notify.html import render_html
 from iotmon.notify.layout import Layout
 from iotmon.notify.model import Digest
+from iotmon.notify.policy import EMAIL_POLICY
 from iotmon.notify.settings import EmailSettings
 from iotmon.notify.text import render_text
 from iotmon.notify.words import words_for
@@ -76,7 +77,7 @@ def render_email(
     words = words_for(settings.lang)
     layout = Layout.of(digest, words, timezone=settings.timezone)
     recipients = digest.recipients or settings.mail_to
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=EMAIL_POLICY)
     message["Subject"] = _Subject(words.subject(layout))
     message["From"] = settings.mail_from
     if recipients:

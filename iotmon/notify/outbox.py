@@ -38,9 +38,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import SMTP
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -96,9 +93,7 @@ class OutboxEntry:
         )
 
     def notification(self) -> Notification:
-        parsed = BytesParser(policy=SMTP).parsebytes(self.raw)
-        assert isinstance(parsed, EmailMessage)
-        return Notification(message=parsed, digest=self.digest)
+        return Notification(digest=self.digest, raw=self.raw)
 
 
 class Outbox:
@@ -142,7 +137,7 @@ class Outbox:
         """Persist an email notification (durably, before returning). False if its digest
         id is already known — pending, sent or failed — which is how a replayed digest is
         dropped."""
-        return self._put(notification.digest, EMAIL, notification.message.as_bytes())
+        return self._put(notification.digest, EMAIL, notification.as_bytes())
 
     def put_webhook(self, digest: Digest, *, destination: str, body: bytes) -> bool:
         """Persist ``body`` for webhook ``destination`` (an id, never the URL); False if
