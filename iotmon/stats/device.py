@@ -293,7 +293,7 @@ class DeviceStats:
             b[3] = high
         b[4] = values[-1]
         b[7] += len(values)
-        b[0], b[1] = _running_sum(b[0], b[1], values, max(high, -low))
+        b[0], b[1] = _running_sum(b[0], b[1], values, low, high)
         self._fold_window(values, later)
         if later:
             later.clear()
@@ -302,28 +302,71 @@ class DeviceStats:
     def _fold_window(self, values: list[float], later: list[tuple[int, int]] | None) -> None:
         """add()'s window steps for ``values``: in the head pane, except those ``later``
         lists by index, with their pane, as starting a later pane. Leaves ``_head_us``
-        to the caller."""
+        to the caller.
+
+        add() adds each value to the window sum, rounding each time, and re-sums it exactly
+        (fsum of the panes) when a pane leaves the window; so the sum it ends with is the
+        values after the last such re-summing added one by one to it (``base``, from
+        ``since`` on), and that is all that is computed here. The pane sums and all counts
+        are kept as add() keeps them.
+
+        That last re-summing (``resummed``: the pane it was for) is done at the end, on the
+        panes as they are then with the panes from that one on left out: those were empty
+        when it happened (the pane whose slot it took was just emptied, and a later pane
+        whose slot was not empty would have made a later re-summing), and no other pane
+        has changed since."""
         spec = self.spec
+        n = spec.panes
         head = self._head_us // spec.pane_us
+        b = self._buf
+        base, since = b[5], 0
+        resummed: int | None = None
         start = 0
-        for mark, pane in [*(later or ()), (len(values), None)]:
-            b = self._buf
-            segment = values[start:mark]
+        for mark, pane in later or ():
+            if pane == head:
+                continue
             if self._ringed:
-                i = 8 + 2 * (head % spec.panes)
-                b[i] = _add_each(segment, b[i])
+                i = 8 + 2 * (head % n)
+                b[i] = _add_each(values[start:mark], b[i])
                 b[i + 1] += mark - start
-            b[5] = _add_each(segment, b[5])
             b[6] += mark - start
-            if pane is None:
-                return
-            start = mark
-            if pane != head:
-                # What add() does for a reading in a later pane; _advance() may add or
-                # drop the ring.
-                self._advance(head, pane, values[mark])
-                head = pane
-                start = mark + 1
+            # What add() (_advance) does for values[mark], the first of a later pane.
+            value = values[mark]
+            if pane - head >= n:
+                # The whole window leaves: the window is this value alone.
+                if self._ringed:
+                    b = self._buf = b[:_HEADER]
+                    self._ringed = False
+                base, since, resummed = value, mark + 1, None
+                b[6] = 1.0
+            else:
+                if not self._ringed:
+                    # The ring starts from the window as it is now.
+                    b[5] = _add_each(values[since:mark], base)
+                    base, since = b[5], mark
+                    b = self._make_ring(head)
+                else:
+                    evicted = _evict(b, head, pane, n)
+                    if evicted:
+                        b[6] -= evicted
+                        since, resummed = mark, pane
+                i = 8 + 2 * (pane % n)
+                b[i] = value
+                b[i + 1] = 1.0
+                b[6] += 1.0
+            head = pane
+            start = mark + 1
+        if self._ringed:
+            i = 8 + 2 * (head % n)
+            b[i] = _add_each(values[start:], b[i])
+            b[i + 1] += len(values) - start
+        b[6] += len(values) - start
+        if resummed is not None:
+            sums = b[_HEADER::2]
+            for k in range(resummed, head + 1):
+                sums[k % n] = 0.0
+            base = math.fsum(sums)
+        b[5] = _add_each(values[since:], base)
 
     def _make_ring(self, head: int) -> array[float]:
         """Append the ring; the current window contents all belong to pane `head`."""
@@ -352,16 +395,7 @@ class DeviceStats:
             # The old head pane stays in the window, so from now on panes must be tracked.
             b = self._make_ring(head)
         else:
-            # Slot k % n of each newly covered pane k still holds pane k - n, which has
-            # just left the window.
-            evicted = 0.0
-            for k in range(head + 1, pane + 1):
-                i = 9 + 2 * (k % n)
-                c = b[i]
-                if c:
-                    evicted += c
-                    b[i - 1] = 0.0
-                    b[i] = 0.0
+            evicted = _evict(b, head, pane, n)
             if evicted:
                 b[6] -= evicted
                 # Re-sum rather than subtract, so rounding errors cannot pile up over time.
@@ -450,6 +484,21 @@ class DeviceStats:
         return self
 
 
+def _evict(b: array[float], head: int, pane: int, n: int) -> float:
+    """Empty the ring slots of panes ``head + 1`` to ``pane``: slot k % n of each newly
+    covered pane k still holds pane k - n, which has just left the window. Returns how many
+    readings left with them."""
+    evicted = 0.0
+    for k in range(head + 1, pane + 1):
+        i = 9 + 2 * (k % n)
+        count = b[i]
+        if count:
+            evicted += count
+            b[i - 1] = 0.0
+            b[i] = 0.0
+    return evicted
+
+
 def _plain_float_sum() -> bool:
     """Whether ``sum()`` adds floats one after the other, rounding each time, as ``+=``
     does (up to Python 3.11; later versions compensate the rounding)."""
@@ -467,24 +516,36 @@ _add_each: Callable[[list[float], float], float] = sum if _plain_float_sum() els
 """add()'s window sums for many values at once: ``sum()`` where it is the same, in C."""
 
 
-def _running_sum(s: float, c: float, values: list[float], largest: float) -> tuple[float, float]:
-    """add()'s Neumaier steps for ``values`` from sum ``s`` and compensation ``c``.
+def _running_sum(
+    s: float, c: float, values: list[float], low: float, high: float
+) -> tuple[float, float]:
+    """add()'s Neumaier steps for ``values`` (from ``low`` to ``high``) from sum ``s`` and
+    compensation ``c``.
 
     add() takes each step's rounding error from Knuth's TwoSum. While no partial sum is
     smaller in magnitude than the next value, Dekker's Fast2Sum gives that same exact error
-    with half the operations; each step moves the sum by at most twice the largest value.
+    with half the operations. That holds throughout when the sum is far enough from zero
+    (each step moves it by at most twice the largest value); and when the sum and all the
+    values have one sign, the partial sums only grow in magnitude, so it holds from the
+    first partial sum as large as the largest value on. (Its error is written
+    ``(s - t) + value``, which is TwoSum's +0.0 where ``value - (t - s)`` would be -0.0.)
     """
-    if abs(s) > (2 * len(values) + 2) * largest:
-        for value in values:
-            t = s + value
-            c += value - (t - s)
-            s = t
-    else:
-        for value in values:
+    largest = max(high, -low)
+    rest = iter(values)
+    if abs(s) <= (2 * len(values) + 2) * largest:
+        one_sign = (low >= 0.0 and s >= 0.0) or (high <= 0.0 and s <= 0.0)
+        until = largest if one_sign else math.inf
+        for value in rest:
             t = s + value
             bv = t - s
             c += (s - (t - bv)) + (value - bv)
             s = t
+            if abs(s) >= until:
+                break
+    for value in rest:
+        t = s + value
+        c += (s - t) + value
+        s = t
     return s, c
 
 
