@@ -75,7 +75,9 @@ class StatsTable:
             count = device.count
             entry = previous.get(key)
             if entry is None or entry[0] is not device or entry[1] != count:
-                entry = (device, count, orjson.Fragment(orjson.dumps(device.to_state())))
+                # Copied: orjson.dumps leaves its output in a buffer of kilobytes.
+                encoded = memoryview(orjson.dumps(device.to_state())).tobytes()
+                entry = (device, count, orjson.Fragment(encoded))
             kept[key] = entry
             yield key, entry[2]
 
