@@ -37,7 +37,8 @@ __all__ = ["message_id_for", "render_email"]
 
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 # Encoded lines stay below the SMTP policy's 78 columns, so parsing the stored message again
-# (the outbox does) and sending it never refolds the header, which would decode it first.
+# (for a notifier that asks for the message, or a send that cannot take the stored bytes
+# as they are) and sending it never refolds the header, which would decode it first.
 _SUBJECT_LINE: Final = 74
 
 
