@@ -268,7 +268,8 @@ class DeviceStats:
             self._held = None
 
     def _settled(self) -> array[float]:
-        if self._held is not None:
+        held = self._held
+        if held is not None and held[3]:
             self._settle()
         return self._buf
 
@@ -321,46 +322,54 @@ class DeviceStats:
         b = self._buf
         base, since = b[5], 0
         resummed: int | None = None
+        # The head pane's sum and count before values[start:] (its slot is written when it
+        # closes, or at the end), and the window count before them.
+        ringed = self._ringed
+        slot = 8 + 2 * (head % n)
         start = 0
+        pane_sum, pane_count = (b[slot], b[slot + 1]) if ringed else (0.0, 0.0)
+        count = b[6]
         for mark, pane in later or ():
             if pane == head:
                 continue
-            if self._ringed:
-                i = 8 + 2 * (head % n)
-                b[i] = _add_each(values[start:mark], b[i])
-                b[i + 1] += mark - start
-            b[6] += mark - start
+            count += mark - start
             # What add() (_advance) does for values[mark], the first of a later pane.
             value = values[mark]
             if pane - head >= n:
                 # The whole window leaves: the window is this value alone.
-                if self._ringed:
+                if ringed:
                     b = self._buf = b[:_HEADER]
-                    self._ringed = False
+                    self._ringed = ringed = False
                 base, since, resummed = value, mark + 1, None
-                b[6] = 1.0
+                count = 1.0
             else:
-                if not self._ringed:
+                if ringed:
+                    b[slot] = _add_each(values[start:mark], pane_sum)
+                    b[slot + 1] = pane_count + (mark - start)
+                    if pane - head == 1:
+                        # The slot the pane takes holds the pane that leaves.
+                        evicted = b[9 + 2 * (pane % n)]
+                    else:
+                        evicted = _evict(b, head, pane, n)
+                    if evicted:
+                        count -= evicted
+                        since, resummed = mark, pane
+                else:
                     # The ring starts from the window as it is now.
                     b[5] = _add_each(values[since:mark], base)
                     base, since = b[5], mark
+                    b[6] = count
                     b = self._make_ring(head)
-                else:
-                    evicted = _evict(b, head, pane, n)
-                    if evicted:
-                        b[6] -= evicted
-                        since, resummed = mark, pane
-                i = 8 + 2 * (pane % n)
-                b[i] = value
-                b[i + 1] = 1.0
-                b[6] += 1.0
+                    ringed = True
+                slot = 8 + 2 * (pane % n)
+                pane_sum, pane_count = value, 1.0
+                count += 1.0
             head = pane
             start = mark + 1
-        if self._ringed:
-            i = 8 + 2 * (head % n)
-            b[i] = _add_each(values[start:], b[i])
-            b[i + 1] += len(values) - start
-        b[6] += len(values) - start
+        if ringed:
+            b[slot] = _add_each(values[start:], pane_sum)
+            b[slot + 1] = pane_count + (len(values) - start)
+        b[6] = count + (len(values) - start)
         if resummed is not None:
             sums = b[_HEADER::2]
             for k in range(resummed, head + 1):
