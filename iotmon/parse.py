@@ -146,10 +146,22 @@ def canonical_event_us(stamp: str) -> int:
     return _second_start(stamp[:19]) + int(stamp[20:26])
 
 
+_second_texts: dict[int, str] = {}
+"""The text of each second (``2023-03-15T12:15:37.``) :func:`format_event_time` wrote: a
+report or a digest writes many times from the same few seconds, and ``strftime`` costs
+more than the rest of it. Filled by :func:`format_event_time` only."""
+
+
 def format_event_time(event_us: int) -> str:
     """µs since the epoch to the seed's layout, ``2023-03-15T12:15:37.166944Z``."""
     seconds, fraction = divmod(event_us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)) + f"{fraction:06d}Z"
+    second = _second_texts.get(seconds)
+    if second is None:
+        second = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
+        if len(_second_texts) >= _SECONDS_CACHE_LIMIT:
+            _second_texts.clear()
+        _second_texts[seconds] = second
+    return f"{second}{fraction:06d}Z"
 
 
 def is_valid_key(key: str) -> bool:

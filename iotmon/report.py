@@ -65,15 +65,21 @@ class DeviceSummary:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "mean": self.mean,
-            "window_mean": self.window_mean,
-            "min": self.min,
-            "max": self.max,
-            "last": self.last,
-            "last_event": format_event_time(self.last_event_us),
-        }
+        return _summary_json(self)
+
+
+def _summary_json(device: DeviceSummary | DeviceStats) -> dict[str, Any]:
+    """A device's summary as ``--json`` prints it, from the summary or straight from the
+    statistics (which have the same attributes)."""
+    return {
+        "count": device.count,
+        "mean": device.mean,
+        "window_mean": device.window_mean,
+        "min": device.min,
+        "max": device.max,
+        "last": device.last,
+        "last_event": format_event_time(device.last_event_us),
+    }
 
 
 class DeviceSummaries(Mapping[str, DeviceSummary]):
@@ -110,6 +116,21 @@ class DeviceSummaries(Mapping[str, DeviceSummary]):
 
     def copy(self) -> dict[str, DeviceSummary]:
         return dict(self.items())
+
+    def json_items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each device's summary as ``--json`` prints it, in key order; a device in one
+        table only is written straight from its statistics (a final report of ten
+        thousand devices took a tenth of a second building summaries only to write them)."""
+        tables = self._tables
+        owners: dict[str, Mapping[str, DeviceStats]] = {}
+        for table in tables:
+            owners.update(dict.fromkeys(table, table))
+        split = len(owners) < sum(map(len, tables))
+        for key in self._sorted_keys():
+            if split and sum(key in t for t in tables) > 1:
+                yield key, self[key].to_json()
+            else:
+                yield key, _summary_json(owners[key][key])
 
     def top(
         self,
@@ -223,6 +244,12 @@ class Report:
             "rejected": self.rejected,
             "late": self.late,
             "rejected_by_reason": self.rejected_by_reason,
-            "devices": {key: device.to_json() for key, device in self.devices.items()},
+            "devices": dict(_devices_json(self.devices)),
             "alerts": [alert.to_json() for alert in self.alerts],
         }
+
+
+def _devices_json(devices: Mapping[str, DeviceSummary]) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(devices, DeviceSummaries):
+        return devices.json_items()
+    return ((key, device.to_json()) for key, device in devices.items())

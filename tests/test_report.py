@@ -47,6 +47,21 @@ def test_the_view_reads_merges_and_orders_like_a_copy() -> None:
         view["nope"]
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_json_written_from_the_view_is_the_json_of_each_summary(split: bool) -> None:
+    parts = tables()
+    if not split:
+        del parts[1].devices["split"]
+    view = DeviceSummaries(p.devices for p in parts)
+    by_summary = {key: summary.to_json() for key, summary in view.copy().items()}
+    written = Report.build(
+        counters=[], devices=view, alert_states={}, alerts=[], partitions={}
+    ).to_json()["devices"]
+    assert list(written) == sorted(by_summary)
+    assert written == by_summary
+    assert written["split"]["count"] == (2 if split else 1)
+
+
 def test_top_ranks_like_sorting_every_summary() -> None:
     view = DeviceSummaries(p.devices for p in tables())
     ranked = view.top(10, key=lambda d: d.window_mean or 0.0)
