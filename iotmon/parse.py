@@ -146,6 +146,7 @@ def canonical_event_us(stamp: str) -> int:
     return _second_start(stamp[:19]) + int(stamp[20:26])
 
 
+_SECOND_TEXTS_CACHE_LIMIT: Final = 4096
 _second_texts: dict[int, str] = {}
 """The text of each second (``2023-03-15T12:15:37.``) :func:`format_event_time` wrote: a
 report or a digest writes many times from the same few seconds, and ``strftime`` costs
@@ -158,7 +159,7 @@ def format_event_time(event_us: int) -> str:
     second = _second_texts.get(seconds)
     if second is None:
         second = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))
-        if len(_second_texts) >= _SECONDS_CACHE_LIMIT:
+        if len(_second_texts) >= _SECOND_TEXTS_CACHE_LIMIT:
             _second_texts.clear()
         _second_texts[seconds] = second
     return f"{second}{fraction:06d}Z"

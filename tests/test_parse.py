@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime
+
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from iotmon import parse
 from iotmon.parse import (
     MAX_EVENT_US,
     MIN_EVENT_US,
@@ -51,6 +55,20 @@ def test_event_time_round_trips_through_the_seed_layout() -> None:
     event_us = parse_event_time("2023-03-15T12:15:37.166944Z")
     assert format_event_time(event_us) == "2023-03-15T12:15:37.166944Z"
     assert event_us % 1_000_000 == 166944
+
+
+def test_written_times_match_strftime_while_seconds_are_remembered() -> None:
+    """format_event_time keeps the text of the seconds it wrote (and forgets them all past
+    a limit): every time it writes must still be exactly strftime's."""
+    rng = random.Random(3)
+    starts = [rng.randrange(0, 253_402_300_799) for _ in range(50)]
+    near = [start + step for start in starts for step in (0, 1, 59, 60, 3_599, 86_400)]
+    for _ in range(3):
+        for second in near + [rng.randrange(0, 253_402_300_799) for _ in range(5_000)]:
+            fraction = rng.randrange(1_000_000)
+            expected = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            assert format_event_time(second * 1_000_000 + fraction) == f"{expected}{fraction:06d}Z"
+    assert len(parse._second_texts) <= parse._SECOND_TEXTS_CACHE_LIMIT
 
 
 def test_fast_and_slow_timestamp_paths_agree() -> None:
