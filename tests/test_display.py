@@ -8,6 +8,7 @@ import logging
 import unicodedata
 
 import pytest
+from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,3 +91,28 @@ def test_text_logs_show_hostile_text_on_one_inert_line(capfd: pytest.CaptureFixt
     assert err.count("\n") == 1
     assert not {unicodedata.category(ch) for ch in err.rstrip("\n")} & UNSAFE
     assert r"device x\x1b]0;PWNED\x07\x0aFORGED 2026-01-01 ERROR fake\u202e is odd" in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_error_aiokafka_retries_by_itself_shows_as_a_warning(
+    fmt: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A broker that has just started has no group coordinator until its offsets topic
+    exists: aiokafka logs that at ERROR and retries. A fatal error stays an error."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging("info", fmt)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    try:
+        coordinator.error(
+            "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
+        )
+        coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    retried, fatal = capfd.readouterr().err.splitlines()
+    assert "GroupCoordinatorNotAvailableError" in retried and "check the Kafka broker" in retried
+    assert ("WARNING" in retried) if fmt == "text" else ('"level":"warning"' in retried)
+    assert "GroupAuthorizationFailedError" in fatal and "retrying" not in fatal
+    assert ("ERROR" in fatal) if fmt == "text" else ('"level":"error"' in fatal)

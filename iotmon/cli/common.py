@@ -121,8 +121,27 @@ class _TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class _RetriedKafkaErrors(logging.Filter):
+    """aiokafka logs some errors at ERROR that it then retries by itself: the group
+    coordinator of a broker that has just started is not available until the broker has
+    created its offsets topic, so the first start of ``compose up`` printed an ERROR line
+    for a run that went on fine. Shown as a warning that says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno >= logging.ERROR
+            and record.name.startswith("aiokafka")
+            and isinstance(record.args, tuple)
+            and any(getattr(arg, "retriable", False) is True for arg in record.args)
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg} (retrying; if this goes on, check the Kafka broker)"
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RetriedKafkaErrors())
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
