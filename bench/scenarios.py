@@ -560,6 +560,7 @@ class Bench:
         self._compare(
             "throughput", "readings/s", runs, RunResult.steady_rate, higher_is_better=True
         )
+        self._compare("throughput", "whole run", runs, _wall, higher_is_better=False)
         self.results["throughput"] = {
             "readings": plan.readings,
             "devices": plan.devices,
@@ -659,6 +660,7 @@ class Bench:
             return self._run_summary(name, results, rate=RunResult.steady_rate)
 
         self._compare("file", "lines/s", runs, RunResult.steady_rate, higher_is_better=True)
+        self._compare("file", "whole run", runs, _wall, higher_is_better=False)
         self.results["file"] = {
             "lines": plan.file_lines,
             "iotmon": system("iotmon", iotmon),
@@ -1023,3 +1025,8 @@ def _paired_ratios(base: list[RunResult], peer: list[RunResult]) -> list[float |
         if mine.ok and theirs.ok and a and b:
             ratios.append(a / b)
     return ratios
+
+
+def _wall(result: RunResult) -> float:
+    """Process start to exit: what the whole-run targets compare."""
+    return result.wall
