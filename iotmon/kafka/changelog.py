@@ -62,6 +62,7 @@ from iotmon.kafka.changelog_records import (
     split_partition_name,
     stable_ends,
 )
+from iotmon.kafka.clients import stop_client
 from iotmon.kafka.source import partition_name
 from iotmon.state.encoding import rechunk, sha256_of, size_of
 
@@ -212,10 +213,13 @@ class KafkaChangelog:
     async def close(self) -> None:
         if self._warm_up is not None:
             self._warm_up.cancel()
-        for client in (self._reader, self._producer):
+        for client, what in (
+            (self._reader, "the changelog reader"),
+            (self._producer, "the changelog producer"),
+        ):
             if client is not None:
                 with contextlib.suppress(Exception):
-                    await client.stop()
+                    await stop_client(client, what=what)
         if self._admin is not None:
             with contextlib.suppress(Exception):
                 await self._admin.close()

@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from iotmon.aio import stop_task
 from iotmon.alerts.silences import Clock, Silence, Silences, ended_ids, find
 from iotmon.kafka.admin import KafkaUnavailableError, KafkaUnreachableError, ensure_topic
+from iotmon.kafka.clients import stop_client
 
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
@@ -161,7 +162,7 @@ class KafkaSilenceWatch:
         task, self._task = self._task, None
         await stop_task(task)
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_client(self._consumer, what="the silences reader")
             self._consumer = None
 
 

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
 from iotmon.errors import KafkaUnreachableError, TopicNotFoundError
+from iotmon.kafka.clients import stop_client
 from iotmon.kafka.settings import KafkaSettings
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
@@ -294,7 +295,7 @@ class KafkaSource:
     async def close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await asyncio.shield(consumer.stop())
+            await stop_client(consumer, what="the Kafka consumer")
 
 
 async def _nothing() -> dict[TopicPartition, int]:
