@@ -116,3 +116,37 @@ def test_an_error_aiokafka_retries_by_itself_shows_as_a_warning(
     assert ("WARNING" in retried) if fmt == "text" else ('"level":"warning"' in retried)
     assert "GroupAuthorizationFailedError" in fatal and "retrying" not in fatal
     assert ("ERROR" in fatal) if fmt == "text" else ('"level":"error"' in fatal)
+
+
+def test_a_line_aiokafka_repeats_shows_once_per_half_minute(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """While a broker is down aiokafka logs the same lines on every retry (over 200 a
+    second): each shows once per 30 s, then with how many were held back. iotmon's own
+    lines are never held back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging("info", "text")
+
+    def from_aiokafka(message: str, at: float) -> logging.LogRecord:
+        fields = {"name": "aiokafka", "levelno": logging.ERROR, "levelname": "ERROR"}
+        return logging.makeLogRecord({**fields, "msg": message, "args": (), "created": at})
+
+    try:
+        handler = root.handlers[0]
+        for i in range(200):
+            handler.handle(from_aiokafka("Unable connect to node with id 1", 1000.0 + i / 10))
+        handler.handle(from_aiokafka("Unable to update metadata from [1]", 1010.0))
+        handler.handle(from_aiokafka("Unable connect to node with id 1", 1031.0))
+        for _ in range(2):
+            logging.getLogger("iotmon.test").error("the same line of iotmon's")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = capfd.readouterr().err.splitlines()
+    connect = [line for line in lines if "Unable connect" in line]
+    assert len(connect) == 2
+    assert "more like this" not in connect[0]
+    assert connect[1].endswith("(199 more like this in the last 30 s)")
+    assert sum("Unable to update metadata" in line for line in lines) == 1
+    assert sum("the same line of iotmon's" in line for line in lines) == 2

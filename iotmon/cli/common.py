@@ -139,9 +139,46 @@ class _RetriedKafkaErrors(logging.Filter):
         return True
 
 
+_REPEATS_EVERY_S: Final = 30.0
+_REPEATS_KEPT: Final = 256
+
+
+class _RepeatedKafkaLogs(logging.Filter):
+    """While a broker is down, aiokafka logs the same few lines every time it retries: over
+    200 a second were measured. Each distinct line is shown once per ``every_s`` seconds;
+    the next time it shows, it says how many were held back meanwhile."""
+
+    def __init__(self, every_s: float = _REPEATS_EVERY_S) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._shown: dict[str, tuple[float, int]] = {}
+        """Each line: when it was last shown, and how many like it were held back since."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        try:
+            line = f"{record.levelno} {record.name} {record.getMessage()}"
+        except Exception:  # the formatter reports a record it cannot format
+            return True
+        shown = self._shown.get(line)
+        if shown is not None and record.created - shown[0] < self._every_s:
+            self._shown[line] = (shown[0], shown[1] + 1)
+            return False
+        if shown is not None and shown[1]:
+            record.msg = (
+                f"{record.msg} ({shown[1]:,} more like this in the last {self._every_s:.0f} s)"
+            )
+        if len(self._shown) >= _REPEATS_KEPT:
+            self._shown.clear()
+        self._shown[line] = (record.created, 0)
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RetriedKafkaErrors())
+    handler.addFilter(_RepeatedKafkaLogs())
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
