@@ -268,17 +268,18 @@ class DeviceStats:
             self._held = None
 
     def _settled(self) -> array[float]:
-        held = self._held
-        if held is not None and held[3]:
+        if self._held is not None:
             self._settle()
         return self._buf
 
     def _settle(self) -> None:
         held = self._held
         assert held is not None
-        values = held[3].tolist()
-        if not values:
+        if not held[3]:
+            # Nothing held since the last fold: every statistic read of a held device
+            # comes here, so no copy of the empty array either.
             return
+        values = held[3].tolist()
         # Emptied, not replaced: the holder keeps appending to the same array and list.
         del held[3][:]
         later = held[2]
