@@ -178,6 +178,7 @@ def build_settings(
     lateness: float,
     state_dir: Path,
     checkpoint_interval: float,
+    decode_worker: bool,
     guarantee: str,
     changelog: bool,
     changelog_topic: str | None,
@@ -306,5 +307,6 @@ def build_settings(
         webhooks=webhooks,
         flush_timeout=flush_timeout,
         max_future=max_future,
+        decode_worker=decode_worker,
         guarantee=_choice("guarantee", guarantee, GUARANTEES),
     )

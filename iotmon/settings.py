@@ -76,6 +76,9 @@ class Settings:
     max_future: float = DEFAULT_MAX_FUTURE_SECONDS
     """Seconds a reading may be ahead of its partition's stream and of wall time; see
     :mod:`iotmon.engine.horizon`."""
+    decode_worker: bool = True
+    """Decode large batches in a second process while this one applies them (on machines
+    with more than one core); see :mod:`iotmon.engine.decoder`."""
 
     def __post_init__(self) -> None:
         if not 0 < self.max_future <= LONGEST_MAX_FUTURE_SECONDS:

@@ -441,6 +441,19 @@ def limits_run(ctx: Context) -> Run:
     return run
 
 
+def decode_worker_run(ctx: Context) -> Run:
+    """The readings ten times over (large batches), with and without the worker."""
+    big = ctx.tmp_path / "big.txt"
+    big.write_bytes(ctx.data.read_bytes() * 10)
+    args = file_args(ctx, "--log-level", "debug")
+    args[args.index("--input") + 1] = str(big)
+    run = run_cli(ctx, [*args, "--decode-worker"])
+    run.seen["without"] = run_cli(
+        ctx, [*args, "--no-decode-worker", "--state-dir", str(ctx.tmp_path / "here")]
+    )
+    return run
+
+
 def terminal_run(ctx: Context) -> Run:
     run = Run(ctx.tmp_path, 0, b"", b"")
     run.seen["live"] = on_a_terminal(ctx)
@@ -475,6 +488,7 @@ RUNS: dict[str, Callable[[Context], Run]] = {
     "webhooks": webhook_run,
     "follow": follow_run,
     "terminal": terminal_run,
+    "decode-worker": decode_worker_run,
     "limits": limits_run,
     "kafka": kafka_run,
 }
@@ -781,6 +795,16 @@ ROWS: list[Row] = [
         "--checkpoint-interval",
         "follow",
         lambda r, b: _true(metric(r.seen["later"], "iotmon_checkpoint_age_seconds") < 1.0),
+    ),
+    Row(
+        "--decode-worker",
+        "decode-worker",
+        lambda r, b: (
+            _true(r.stderr.count(b"decode worker started") == 1),
+            _true(b"decode worker started" not in r.seen["without"].stderr),
+            _eq(r.report, r.seen["without"].report),
+            _eq(r.report["readings"], 10 * len(readings().splitlines())),
+        ),
     ),
     Row("--status-interval", "follow", lambda r, b: _true(r.stderr.count(b"read=") >= 3)),
     # Rich's live table hides the cursor; status lines do not.

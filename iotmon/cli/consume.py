@@ -148,6 +148,14 @@ def consume(
         help="Seconds between checkpoints.",
         rich_help_panel=STATS,
     ),
+    decode_worker: bool = opt(
+        _DEFAULTS.decode_worker,
+        "--decode-worker/--no-decode-worker",
+        help="Decode large batches (a replay, a Kafka backlog) in a second process while this "
+        "one applies them; used only where more than one CPU core is available. Turn it off "
+        "where a container is limited to one core's worth of CPU.",
+        rich_help_panel=STATS,
+    ),
     guarantee: str = opt(
         _DEFAULTS.guarantee,
         "--guarantee",
@@ -359,6 +367,7 @@ def consume(
             lateness=allowed_lateness,
             state_dir=state_dir,
             checkpoint_interval=checkpoint_interval,
+            decode_worker=decode_worker,
             guarantee=guarantee,
             changelog=changelog,
             changelog_topic=changelog_topic,

@@ -53,7 +53,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from iotmon.blocks import BLOCK_LINES, BlockParser, Columns
+from iotmon.blocks import BLOCK_LINES, Columns
+from iotmon.engine.decoder import BlockDecoder
 from iotmon.engine.partition import PartitionState
 from iotmon.engine.rejections import capped, reject, too_far_ahead
 from iotmon.parse import (
@@ -123,13 +124,14 @@ class BatchApplier:
         max_line_bytes: int,
         window_metric: bool,
         fast: bool = True,
+        decode_worker: bool = False,
     ) -> None:
         self._parser = parser
         self._spec = spec
         self._max_future_us = max_future_us
         self._max_line_bytes = max_line_bytes
         settings = parser.settings
-        self._blocks = BlockParser(settings) if fast else None
+        self._blocks = BlockDecoder(settings, worker=decode_worker) if fast else None
         self._margin = _MARGIN * max(1.0, abs(settings.valid_min), abs(settings.valid_max))
         self._pane_ends: dict[int, str] = {}
         self._panes_by_second: dict[str, tuple[int, str]] = {}
@@ -149,9 +151,9 @@ class BatchApplier:
         if blocks is None or batch.oversized:
             self._exact_lines(run, 0, len(lines))
         else:
-            for start in range(0, len(lines), BLOCK_LINES):
+            for block, columns in enumerate(blocks.columns(lines, joined=batch.joined)):
+                start = block * BLOCK_LINES
                 end = min(start + BLOCK_LINES, len(lines))
-                columns = blocks.columns(lines[start:end])
                 if columns is None or columns.latest_us > run.limit:
                     self._exact_lines(run, start, end)
                 else:
@@ -167,6 +169,11 @@ class BatchApplier:
         if run.head != part.head_us:
             part.head_us = run.head
             part.horizon.head_wall_us = now_us
+
+    def close(self) -> None:
+        """Stop the decode worker, if one was started."""
+        if self._blocks is not None:
+            self._blocks.close()
 
     # -- the exact path ----------------------------------------------------------------
 

@@ -81,6 +81,7 @@ class Pipeline:
             max_line_bytes=self.settings.source.max_line_bytes,
             window_metric=self.settings.alerts.metric == "window",
             fast=fast,
+            decode_worker=self.settings.decode_worker,
         )
         self.partitions: dict[str, PartitionState] = {}
         """This process's partitions, by name (live: read them between batches)."""
@@ -217,6 +218,7 @@ class Pipeline:
             if self._silence_watch is not None:
                 await self._silence_watch.aclose()
         finally:
+            self._applier.close()
             self.state_dir.close()
 
     def on_progress(self, hook: ProgressHook) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "OVERSIZED_PREFIX_BYTES",
     "Batch",
+    "Joined",
     "OversizedLine",
     "Position",
     "RestoreHook",
@@ -56,6 +57,9 @@ def cap_lines(lines: list[bytes], max_line_bytes: int) -> bool:
     return True
 
 
+Joined = bytes | memoryview
+"""Lines joined by ``\\n``, as a source may have them at hand (a view of what it read)."""
+
 Position = dict[str, Any]
 """A source-specific, JSON-serialisable resume point stored in the partition checkpoint."""
 
@@ -78,6 +82,8 @@ class Batch:
     """Message key of line ``i`` when the transport has keys (Kafka), for the DLQ."""
     oversized: bool = False
     """Some of ``lines`` are :class:`OversizedLine`: too long to be readings."""
+    joined: Joined | None = None
+    """``b"\\n".join(lines)``, when the source has it at hand without copying."""
 
 
 @runtime_checkable

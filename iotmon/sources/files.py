@@ -30,6 +30,7 @@ from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
     OVERSIZED_PREFIX_BYTES,
     Batch,
+    Joined,
     OversizedLine,
     Position,
     RestoreHook,
@@ -64,15 +65,23 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> tuple[list[bytes], int, bool]:
         """The lines ``chunk`` completes, the bytes they span (newlines included, and the
         carried-over start) and whether any of them is oversized."""
+        lines, consumed, oversized, _ = self.cut(chunk)
+        return lines, consumed, oversized
+
+    def cut(self, chunk: bytes) -> tuple[list[bytes], int, bool, Joined | None]:
+        """:meth:`feed`, and the lines joined by ``\n`` as they were in the input (None
+        when one of them is oversized): the bytes are at hand, a join would copy them."""
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if not lines:
             self._carry(tail)
-            return lines, 0, False
+            return lines, 0, False, None
         limit = self.max_line_bytes
         carried = self._carried
         consumed = len(chunk) - len(tail) + carried
         oversized = False
+        # Up to the newline that ends the last line.
+        joined: Joined = memoryview(chunk)[: len(chunk) - len(tail) - 1]
         if carried:
             # Glue the carried start onto the first piece: no copy of the whole chunk.
             length = carried + len(lines[0])
@@ -81,6 +90,7 @@ class LineSplitter:
                 oversized = True
             else:
                 lines[0] = self._pending + lines[0]
+                joined = self._pending + joined
         # A line inside one chunk is shorter than the chunk: only a small limit needs a look.
         if len(chunk) > limit and max(map(len, lines)) > limit:
             for index, line in enumerate(lines):
@@ -90,7 +100,7 @@ class LineSplitter:
         self._pending = b""
         self._carried = 0
         self._carry(tail)
-        return lines, consumed, oversized
+        return lines, consumed, oversized, None if oversized else joined
 
     def finish(self) -> tuple[list[bytes], int, bool]:
         """The last line when the input ends without a newline (like :meth:`feed`)."""
@@ -201,9 +211,9 @@ class FileSource:
             handle = self._handle
             chunk = handle.read(CHUNK_BYTES) if handle is not None else b""
             if chunk:
-                lines, consumed, oversized = splitter.feed(chunk)
+                lines, consumed, oversized, joined = splitter.cut(chunk)
                 if lines:
-                    yield self._batch(lines, consumed, oversized)
+                    yield self._batch(lines, consumed, oversized, joined)
                 continue
             if not self.follow:
                 lines, consumed, oversized = splitter.finish()
@@ -215,7 +225,9 @@ class FileSource:
             if self._reopen_if_replaced():
                 splitter.reset()
 
-    def _batch(self, lines: list[bytes], consumed: int, oversized: bool) -> Batch:
+    def _batch(
+        self, lines: list[bytes], consumed: int, oversized: bool, joined: Joined | None = None
+    ) -> Batch:
         first = self._line + 1
         self._line += len(lines)
         self._offset += consumed
@@ -225,6 +237,7 @@ class FileSource:
             positions=range(first, first + len(lines)),
             end=self._position(),
             oversized=oversized,
+            joined=joined,
         )
 
     def _reopen_if_replaced(self) -> bool:
