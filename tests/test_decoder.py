@@ -145,6 +145,40 @@ def test_a_batch_left_midway_does_not_shift_the_next(decoder: BlockDecoder) -> N
     assert decoded(decoder, other) == here(other)
 
 
+def test_batches_sent_ahead_come_back_as_asked_for(decoder: BlockDecoder) -> None:
+    a, b, c = big_batch(), big_batch("sensor"), big_batch(n=3 * BLOCK_LINES)
+    c[2 * BLOCK_LINES + 5] = orjson.dumps(orjson.loads(c[5]), option=orjson.OPT_INDENT_2)
+    decoder.send_ahead(a)
+    decoder.send_ahead(b, joined=b"\n".join(b))
+    decoder.send_ahead(c)
+    assert decoded(decoder, a) == here(a)
+    assert decoded(decoder, b) == here(b)
+    assert decoded(decoder, c) == here(c)
+    # Sent ahead but never asked for (the run stopped before it): its answers are dropped
+    # when a later batch is asked for; one asked for without being sent is decoded here.
+    decoder.send_ahead(a)
+    decoder.send_ahead(b)
+    assert decoded(decoder, b) == here(b)
+    assert decoded(decoder, c) == here(c)
+    assert decoded(decoder, a) == here(a)
+    assert decoder.worker_pid is not None
+
+
+def test_a_worker_killed_with_batches_sent_ahead_loses_nothing(
+    decoder: BlockDecoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = big_batch(), big_batch("sensor")
+    decoder.send_ahead(a)
+    decoder.send_ahead(b)
+    pid = decoder.worker_pid
+    assert pid is not None
+    with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):
+        os.kill(pid, signal.SIGKILL)
+        assert decoded(decoder, a) == here(a)
+        assert decoded(decoder, b) == here(b)
+    assert "the decode worker stopped" in caplog.text
+
+
 def test_small_batches_and_a_worker_turned_off_stay_in_this_process() -> None:
     small = big_batch(n=WORKER_MIN_LINES - 1)
     on = BlockDecoder(ParseSettings(), worker=True)

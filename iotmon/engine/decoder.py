@@ -25,6 +25,7 @@ import select
 import subprocess
 import sys
 import weakref
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
@@ -67,6 +68,7 @@ class BlockDecoder:
         "_parser",
         "_process",
         "_ready",
+        "_sent",
         "_settings",
         "_stopper",
     )
@@ -80,6 +82,8 @@ class BlockDecoder:
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._buffer = bytearray()
+        self._sent: deque[tuple[Sequence[bytes], int]] = deque()
+        """Batches the worker has (the lines, and how many of their blocks), in order."""
         self._stopper: weakref.finalize[[subprocess.Popen[bytes]], BlockDecoder] | None = None
 
     @property
@@ -92,26 +96,37 @@ class BlockDecoder:
         ``wait`` seconds for it to be ready; whether it is."""
         return self._worker_ready(wait)
 
+    def send_ahead(self, lines: Sequence[bytes], *, joined: Joined | None = None) -> None:
+        """Give the worker a batch that :meth:`columns` will be asked for after those given
+        already, so that it decodes it while this process applies the ones before it."""
+        if len(lines) >= WORKER_MIN_LINES and self._worker_ready():
+            # All of it: by the time it is asked for, the worker has had time for it.
+            sent = self._send(lines, joined, keep=0)
+            if sent:
+                self._sent.append((lines, sent))
+
     def columns(
         self, lines: Sequence[bytes], *, joined: Joined | None = None
     ) -> Iterator[Columns | None]:
         """The columns of ``lines[0:BLOCK_LINES]``, ``lines[BLOCK_LINES:2*BLOCK_LINES]``, …;
         ``joined``, ``b"\\n".join(lines)`` if the caller has it, saves making it."""
-        if len(lines) < WORKER_MIN_LINES or not self._worker_ready():
-            yield from self._here(lines, 0)
-            return
         blocks = [lines[start : start + BLOCK_LINES] for start in range(0, len(lines), BLOCK_LINES)]
         decode = self._parser.columns
-        # The worker takes all blocks but the last, which this process decodes while the
-        # worker starts on the first. That is all it decodes: applying a block costs this
-        # process about what decoding one costs the worker, so it has no time to spare.
-        sent = len(blocks) - 1
+        sent = self._sent_for(lines)
+        if sent is None:
+            if self._sent or len(lines) < WORKER_MIN_LINES or not self._worker_ready():
+                # (Behind batches sent ahead, its answers would come after theirs.)
+                yield from map(decode, blocks)
+                return
+            # Asked for now: the last block is decoded here while the worker starts on the
+            # first. That is all this process decodes: applying a block costs it about
+            # what decoding one costs the worker, so it has no time to spare.
+            sent = self._send(lines, joined, keep=1)
+        # The blocks the worker did not get are decoded here (while it starts on its own).
+        mine = [decode(block) for block in blocks[sent:]]
         yielded = 0
-        last: list[Columns | None] = []
         abandoned = True
         try:
-            self._request(lines[: sent * BLOCK_LINES], joined)
-            last.append(decode(blocks[-1]))
             for _ in range(sent):
                 answer = self._answer()
                 if isinstance(answer, _Unsplit):
@@ -130,7 +145,7 @@ class BlockDecoder:
         # here.
         for block in blocks[yielded:sent]:
             yield decode(block)
-        yield last[0] if last else decode(blocks[-1])
+        yield from mine
 
     def close(self) -> None:
         """Stop the worker (it exits when its input closes)."""
@@ -139,13 +154,6 @@ class BlockDecoder:
         self._ready = False
         if stopper is not None:
             stopper()
-
-    # -- here ---------------------------------------------------------------------------
-
-    def _here(self, lines: Sequence[bytes], start: int) -> Iterator[Columns | None]:
-        columns = self._parser.columns
-        for block in range(start, len(lines), BLOCK_LINES):
-            yield columns(lines[block : block + BLOCK_LINES])
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -194,6 +202,34 @@ class BlockDecoder:
         self._write(settings_frame(self._settings))
         log.debug("decode worker started (pid %d)", process.pid)
         return process
+
+    def _send(self, lines: Sequence[bytes], joined: Joined | None, *, keep: int) -> int:
+        """Send the worker all blocks of ``lines`` but the last ``keep``; returns how many
+        it got."""
+        sent = max(0, (len(lines) + BLOCK_LINES - 1) // BLOCK_LINES - keep)
+        try:
+            self._request(lines[: sent * BLOCK_LINES], joined)
+        except (_WorkerFailed, OSError) as exc:
+            self._fail(exc)
+            return 0
+        return sent
+
+    def _sent_for(self, lines: Sequence[bytes]) -> int | None:
+        """How many blocks of ``lines`` were sent ahead (None if it was not): the answers of
+        batches sent before it, which will not be asked for now, are read and dropped."""
+        if not any(batch is lines for batch, _ in self._sent):
+            return None
+        while True:
+            batch, sent = self._sent.popleft()
+            if batch is lines:
+                return sent
+            try:
+                for _ in range(sent):
+                    if isinstance(self._answer(), _Unsplit):
+                        break
+            except (_WorkerFailed, OSError, ValueError) as exc:
+                self._fail(exc)
+                return None
 
     def _request(self, lines: Sequence[bytes], joined: Joined | None) -> None:
         """Send ``lines``, the first lines of ``joined`` if given."""
@@ -267,6 +303,7 @@ class BlockDecoder:
         self.close()
         self._settings = None
         self._buffer.clear()
+        self._sent.clear()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

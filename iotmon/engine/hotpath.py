@@ -170,6 +170,12 @@ class BatchApplier:
             part.head_us = run.head
             part.horizon.head_wall_us = now_us
 
+    def send_ahead(self, batch: Batch) -> None:
+        """Have ``batch`` decoded while the batches before it are applied: it must be the
+        next one :meth:`apply` gets after those sent ahead already."""
+        if self._blocks is not None and not batch.oversized:
+            self._blocks.send_ahead(batch.lines, joined=batch.joined)
+
     def close(self) -> None:
         """Stop the decode worker, if one was started."""
         if self._blocks is not None:

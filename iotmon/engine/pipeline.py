@@ -236,13 +236,23 @@ class Pipeline:
         assignment, checkpointer = self.assignment, self.checkpointer
         settings = self.settings
         batches = aiter(source.batches())
+        ahead: Batch | object | None = _END
         self._running = True
         try:
             while not self._stopping.is_set():
-                batch = await _next(batches, self._stopping)
+                if ahead is _END:
+                    batch = await _next(batches, self._stopping)
+                else:
+                    batch, ahead = ahead, _END
                 if batch is _END:
                     self._finished_input = not self._stopping.is_set()
                     break
+                if isinstance(batch, Batch) and getattr(source, "next_is_ready", False):
+                    # Read one batch ahead (see Source), to have it decoded while this one
+                    # is applied (iotmon.engine.decoder).
+                    ahead = await _next(batches, self._stopping)
+                    if isinstance(ahead, Batch):
+                        self._applier.send_ahead(ahead)
                 await assignment.wait_settled()
                 now = time.monotonic()
                 if isinstance(batch, Batch):

@@ -88,7 +88,12 @@ class Batch:
 
 @runtime_checkable
 class Source(Protocol):
-    """An async stream of batches; ``None`` items are idle heartbeats (nothing arrived)."""
+    """An async stream of batches; ``None`` items are idle heartbeats (nothing arrived).
+
+    A source may have a ``next_is_ready`` attribute, true while ``batches()`` has its next
+    item at hand (reading it costs no wait) and may be read before the one it yielded last
+    is applied: the pipeline then reads one batch ahead, to have it decoded meanwhile.
+    """
 
     name: str
 

@@ -137,6 +137,10 @@ class FileSource:
     survives truncation (reads again from the start) and rotation (drains the old file,
     then opens the new one at the same path)."""
 
+    next_is_ready: Final = True
+    """The next batch never waits: at the end of the file it is None (waiting comes when
+    the one after is asked for)."""
+
     def __init__(
         self,
         path: Path,
