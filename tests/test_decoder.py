@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,6 +136,19 @@ def test_a_killed_worker_loses_nothing(
     assert decoded(decoder, lines) == want
     assert decoder.worker_pid is None
     assert not decoder.start_worker(wait=1)
+
+
+def test_a_worker_that_cannot_start_leaves_decoding_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    decoder = BlockDecoder(ParseSettings(), worker=True)
+    lines = big_batch()
+    with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):
+        assert not decoder.start_worker(wait=60)
+        assert decoded(decoder, lines) == here(lines)
+    assert caplog.text.count("the decode worker stopped") == 1
+    assert decoder.worker_pid is None
 
 
 def test_a_batch_left_midway_does_not_shift_the_next(decoder: BlockDecoder) -> None:

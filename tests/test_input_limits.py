@@ -170,8 +170,13 @@ def test_splitter_cuts_like_splitlines_whatever_the_chunks(
     step = 0
     while at < len(stream):
         size = cuts[step % len(cuts)]
-        out, used, oversized = splitter.feed(stream[at : at + size])
+        out, used, oversized, joined = splitter.cut(stream[at : at + size])
         assert oversized == any(type(line) is OversizedLine for line in out)
+        # The lines as read, for the decode worker: exactly what a join would give.
+        if out and not oversized:
+            assert joined is not None and bytes(joined) == b"\n".join(out)
+        else:
+            assert joined is None
         got += out
         consumed += used
         at += size

@@ -101,7 +101,7 @@ class BlockDecoder:
         already, so that it decodes it while this process applies the ones before it."""
         if len(lines) >= WORKER_MIN_LINES and self._worker_ready():
             # All of it: by the time it is asked for, the worker has had time for it.
-            sent = self._send(lines, joined, keep=0)
+            sent = self._send(_blocks(lines), joined, keep=0)
             if sent:
                 self._sent.append((lines, sent))
 
@@ -110,7 +110,7 @@ class BlockDecoder:
     ) -> Iterator[Columns | None]:
         """The columns of ``lines[0:BLOCK_LINES]``, ``lines[BLOCK_LINES:2*BLOCK_LINES]``, …;
         ``joined``, ``b"\\n".join(lines)`` if the caller has it, saves making it."""
-        blocks = [lines[start : start + BLOCK_LINES] for start in range(0, len(lines), BLOCK_LINES)]
+        blocks = _blocks(lines)
         decode = self._parser.columns
         sent = self._sent_for(lines)
         if sent is None:
@@ -118,20 +118,19 @@ class BlockDecoder:
                 # (Behind batches sent ahead, its answers would come after theirs.)
                 yield from map(decode, blocks)
                 return
-            # Asked for now: the last block is decoded here while the worker starts on the
-            # first. That is all this process decodes: applying a block costs it about
-            # what decoding one costs the worker, so it has no time to spare.
-            sent = self._send(lines, joined, keep=1)
+            # Asked for now: the last third is decoded here while the worker starts on the
+            # rest. Applying a block costs this process about what decoding one costs the
+            # worker, so a third keeps either from waiting long for the other.
+            sent = self._send(blocks, joined, keep=max(1, len(blocks) // 3))
         # The blocks the worker did not get are decoded here (while it starts on its own).
         mine = [decode(block) for block in blocks[sent:]]
         yielded = 0
         abandoned = True
         try:
-            for _ in range(sent):
+            for block in blocks[:sent]:
                 answer = self._answer()
-                if isinstance(answer, _Unsplit):
-                    break
-                yield answer
+                # (_Unsplit: a line of it holds a newline.)
+                yield decode(block) if isinstance(answer, _Unsplit) else answer
                 yielded += 1
             abandoned = False
         except (_WorkerFailed, OSError, ValueError) as exc:
@@ -141,8 +140,7 @@ class BlockDecoder:
             if abandoned and self._process is not None:
                 # Left midway: the rest of its answers would be taken for the next batch's.
                 self._fail(_WorkerFailed("a batch was left before its last block"))
-        # What the worker did not answer (it failed, or a line held a newline) is decoded
-        # here.
+        # What the worker did not answer, if it failed, is decoded here.
         for block in blocks[yielded:sent]:
             yield decode(block)
         yield from mine
@@ -164,19 +162,16 @@ class BlockDecoder:
             return True
         if self._settings is None:
             return False
-        process = self._process
-        if process is None:
-            try:
-                process = self._start()
-            except OSError as exc:
-                self._fail(exc)
+        try:
+            process = self._process or self._start()
+            assert process.stdout is not None
+            readable, _, _ = select.select([process.stdout], [], [], wait)
+            if not readable:
                 return False
-        assert process.stdout is not None
-        readable, _, _ = select.select([process.stdout], [], [], wait)
-        if not readable:
-            return False
-        if os.read(process.stdout.fileno(), len(READY)) != READY:
-            self._fail(_WorkerFailed(f"it exited while starting (code {process.poll()})"))
+            if os.read(process.stdout.fileno(), len(READY)) != READY:
+                raise _WorkerFailed(f"it exited while starting (code {process.poll()})")
+        except (_WorkerFailed, OSError) as exc:
+            self._fail(exc)
             return False
         self._ready = True
         return True
@@ -203,12 +198,22 @@ class BlockDecoder:
         log.debug("decode worker started (pid %d)", process.pid)
         return process
 
-    def _send(self, lines: Sequence[bytes], joined: Joined | None, *, keep: int) -> int:
-        """Send the worker all blocks of ``lines`` but the last ``keep``; returns how many
-        it got."""
-        sent = max(0, (len(lines) + BLOCK_LINES - 1) // BLOCK_LINES - keep)
+    def _send(self, blocks: list[Sequence[bytes]], joined: Joined | None, *, keep: int) -> int:
+        """Send the worker all ``blocks`` of a batch but the last ``keep``, one request
+        each (so that it starts on the first at once); returns how many it got."""
+        sent = max(0, len(blocks) - keep)
+        view = None if joined is None else memoryview(joined)
+        start = 0
         try:
-            self._request(lines[: sent * BLOCK_LINES], joined)
+            for block in blocks[:sent]:
+                if view is None:
+                    data: Joined = b"\n".join(block)
+                else:
+                    end = start + sum(map(len, block)) + len(block) - 1
+                    data = view[start:end]
+                    start = end + 1
+                self._write(REQUEST.pack(len(block), len(data)))
+                self._write(data)
         except (_WorkerFailed, OSError) as exc:
             self._fail(exc)
             return 0
@@ -225,20 +230,10 @@ class BlockDecoder:
                 return sent
             try:
                 for _ in range(sent):
-                    if isinstance(self._answer(), _Unsplit):
-                        break
+                    self._answer()
             except (_WorkerFailed, OSError, ValueError) as exc:
                 self._fail(exc)
                 return None
-
-    def _request(self, lines: Sequence[bytes], joined: Joined | None) -> None:
-        """Send ``lines``, the first lines of ``joined`` if given."""
-        if joined is None:
-            data: Joined = b"\n".join(lines)
-        else:
-            data = memoryview(joined)[: sum(map(len, lines)) + len(lines) - 1]
-        self._write(REQUEST.pack(len(lines), len(data)))
-        self._write(data)
 
     def _answer(self) -> Columns | _Unsplit | None:
         """The next block's columns, or _Unsplit (the worker could not split the lines)."""
@@ -304,6 +299,10 @@ class BlockDecoder:
         self._settings = None
         self._buffer.clear()
         self._sent.clear()
+
+
+def _blocks(lines: Sequence[bytes]) -> list[Sequence[bytes]]:
+    return [lines[start : start + BLOCK_LINES] for start in range(0, len(lines), BLOCK_LINES)]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
