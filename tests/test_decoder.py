@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -138,10 +137,18 @@ def test_a_killed_worker_loses_nothing(
     assert not decoder.start_worker(wait=1)
 
 
+@pytest.mark.parametrize("interpreter", ["not executable", "exits at once"])
 def test_a_worker_that_cannot_start_leaves_decoding_here(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    interpreter: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\nexit 3\n")
+    if interpreter == "exits at once":
+        python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
     decoder = BlockDecoder(ParseSettings(), worker=True)
     lines = big_batch()
     with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):

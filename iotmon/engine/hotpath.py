@@ -9,8 +9,10 @@ the result (:meth:`AlertTracker.observe <iotmon.alerts.AlertTracker.observe>`).
 **The fast lane** gives the same answers for most readings of a steady stream, doing only
 what can make a difference:
 
-1. Lines are parsed a block at a time into columns (:mod:`iotmon.blocks`). A block with
-   any line that is not a plain reading goes line by line through the exact path.
+1. Lines are parsed a block at a time into columns (:mod:`iotmon.blocks`), for large
+   batches in a second process while this one applies the blocks before
+   (:mod:`iotmon.engine.decoder`). A block with any line that is not a plain reading goes
+   line by line through the exact path.
 2. A block whose latest event time is within the partition's horizon holds no reading the
    horizon would reject, and the partition's head after it is that latest time.
 3. A device is *held* (:meth:`DeviceStats.hold <iotmon.stats.DeviceStats.hold>`) after an
@@ -124,7 +126,7 @@ class BatchApplier:
         max_line_bytes: int,
         window_metric: bool,
         fast: bool = True,
-        decode_worker: bool = False,
+        decode_worker: bool,
     ) -> None:
         self._parser = parser
         self._spec = spec

@@ -69,7 +69,7 @@ class LineSplitter:
         return lines, consumed, oversized
 
     def cut(self, chunk: bytes) -> tuple[list[bytes], int, bool, Joined | None]:
-        """:meth:`feed`, and the lines joined by ``\n`` as they were in the input (None
+        """:meth:`feed`, and the lines joined by ``\\n`` as they were in the input (None
         when one of them is oversized): the bytes are at hand, a join would copy them."""
         lines = chunk.split(b"\n")
         tail = lines.pop()
