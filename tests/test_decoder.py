@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,19 +123,38 @@ def test_a_killed_worker_loses_nothing(
     want = here(lines)
     pid = decoder.worker_pid
     assert pid is not None
-    # Killed midway through a batch: the blocks it had not answered are decoded here.
-    blocks = decoder.columns(lines)
-    got = [exact(next(blocks))]
     with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):
+        # Killed after the first block of a batch: what it had answered by then is used,
+        # the rest is decoded here (on this batch or, if it had answered all, the next).
+        blocks = decoder.columns(lines)
+        got = [exact(next(blocks))]
         os.kill(pid, signal.SIGKILL)
         got += [exact(columns) for columns in blocks]
-    assert got == want
-    assert "the decode worker stopped" in caplog.text
+        assert got == want
+        assert decoded(decoder, lines) == want
+    assert caplog.text.count("the decode worker stopped") == 1
     assert "loses nothing" in caplog.text
     # And from then on everything is decoded here, without a new worker.
     assert decoded(decoder, lines) == want
     assert decoder.worker_pid is None
     assert not decoder.start_worker(wait=1)
+
+
+def test_a_worker_killed_while_this_process_waits_loses_nothing(
+    decoder: BlockDecoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = big_batch()
+    pid = decoder.worker_pid
+    assert pid is not None
+    # Stopped, it answers nothing: the batch waits for its first answer until the kill.
+    os.kill(pid, signal.SIGSTOP)
+    killer = threading.Timer(0.2, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):
+        assert decoded(decoder, lines) == here(lines)
+    killer.join()
+    assert caplog.text.count("the decode worker stopped") == 1
+    assert decoder.worker_pid is None
 
 
 @pytest.mark.parametrize("interpreter", ["not executable", "exits at once"])
@@ -189,16 +209,19 @@ def test_batches_sent_ahead_come_back_as_asked_for(decoder: BlockDecoder) -> Non
 def test_a_worker_killed_with_batches_sent_ahead_loses_nothing(
     decoder: BlockDecoder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a, b = big_batch(), big_batch("sensor")
+    a, b, c = big_batch(), big_batch("sensor"), big_batch(n=3 * BLOCK_LINES)
     decoder.send_ahead(a)
     decoder.send_ahead(b)
     pid = decoder.worker_pid
     assert pid is not None
     with caplog.at_level(logging.WARNING, logger="iotmon.engine.decoder"):
         os.kill(pid, signal.SIGKILL)
+        # Whatever it had answered before it died is used; the rest is decoded here.
         assert decoded(decoder, a) == here(a)
         assert decoded(decoder, b) == here(b)
-    assert "the decode worker stopped" in caplog.text
+        assert decoded(decoder, c) == here(c)
+    assert caplog.text.count("the decode worker stopped") == 1
+    assert decoder.worker_pid is None
 
 
 def test_small_batches_and_a_worker_turned_off_stay_in_this_process() -> None:

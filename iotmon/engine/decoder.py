@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 WORKER_MIN_LINES: Final = 2 * BLOCK_LINES
 """Smaller batches are decoded here: the round trip would cost more than it overlaps."""
+_WORKER_MAIN: Final = (
+    "import sys; sys.path.append({home!r}); from iotmon.engine.decoder_worker import main; main()"
+)
 _PIPE_BYTES: Final = 1 << 20
 _STALL_SECONDS: Final = 30.0
 """A block takes the worker about a millisecond; one that takes this long, it never will."""
@@ -178,15 +181,14 @@ class BlockDecoder:
 
     def _start(self) -> subprocess.Popen[bytes]:
         assert self._settings is not None
-        # The worker imports this very copy of iotmon, wherever it was imported from.
+        # The worker finds iotmon as this process did, or else where this one came from
+        # (a path added at run time); last, so that nothing there shadows the standard
+        # library.
         home = str(Path(iotmon.__file__).resolve().parent.parent)
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": home if not path else home + os.pathsep + path}
         process = self._process = subprocess.Popen(
-            [sys.executable, "-m", "iotmon.engine.decoder_worker"],
+            [sys.executable, "-c", _WORKER_MAIN.format(home=home)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
         )
         assert process.stdin is not None and process.stdout is not None
         os.set_blocking(process.stdin.fileno(), False)

@@ -1,7 +1,7 @@
 """The decode worker: a second process that turns blocks of lines into columns.
 
-Run by :class:`iotmon.engine.decoder.BlockDecoder` as ``python -m
-iotmon.engine.decoder_worker``; not a command for people. It speaks over its stdin and
+Started by :class:`iotmon.engine.decoder.BlockDecoder`, which calls :func:`main` in a new
+interpreter; not a command for people. It speaks over its stdin and
 stdout, in frames that start with their length as a little-endian ``u32``:
 
 - first the parent sends the parse settings (JSON, see :func:`settings_frame`), and the
@@ -23,7 +23,6 @@ import gc
 import os
 import signal
 import struct
-import sys
 from typing import Any, Final
 
 import orjson
@@ -82,6 +81,15 @@ def _settings(doc: dict[str, Any]) -> ParseSettings:
 
 
 def main() -> None:
+    """Serve requests until stdin closes (or stdout does: the parent has gone)."""
+    try:
+        _serve()
+    except BrokenPipeError:
+        # Quietly: the interpreter would report the broken stdout again while exiting.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
+def _serve() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     header = _read_exactly(SIZE.size)
     if header is None:
@@ -114,10 +122,3 @@ def main() -> None:
             else:
                 frame = dumps([columns.keys, columns.values, columns.stamps, columns.latest_us])
                 _write(SIZE.pack(len(frame)) + frame)
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except BrokenPipeError:
-        sys.exit(0)
