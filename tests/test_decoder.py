@@ -241,6 +241,20 @@ def test_small_batches_and_a_worker_turned_off_stay_in_this_process() -> None:
         off.close()
 
 
+def test_the_worker_sees_no_secret_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOTMON_SMTP_PASSWORD", "s3cret-smtp")
+    monkeypatch.setenv("TEAMS_URL", "https://example.invalid/s3cret-hook")
+    decoder = BlockDecoder(ParseSettings(), worker=True)
+    try:
+        assert decoder.start_worker(wait=60)
+        environ = Path(f"/proc/{decoder.worker_pid}/environ").read_bytes()
+        assert b"s3cret" not in environ
+        lines = big_batch()
+        assert decoded(decoder, lines) == here(lines)
+    finally:
+        decoder.close()
+
+
 def test_close_stops_the_worker(decoder: BlockDecoder) -> None:
     pid = decoder.worker_pid
     assert pid is not None

@@ -48,6 +48,9 @@ WORKER_MIN_LINES: Final = 2 * BLOCK_LINES
 _WORKER_MAIN: Final = (
     "import sys; sys.path.append({home!r}); from iotmon.engine.decoder_worker import main; main()"
 )
+_KEPT_ENV: Final = frozenset(
+    {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "VIRTUAL_ENV", "SYSTEMROOT"}
+)
 _PIPE_BYTES: Final = 1 << 20
 _STALL_SECONDS: Final = 30.0
 """A block takes the worker about a millisecond; one that takes this long, it never will."""
@@ -185,10 +188,14 @@ class BlockDecoder:
         # (a path added at run time); last, so that nothing there shadows the standard
         # library.
         home = str(Path(iotmon.__file__).resolve().parent.parent)
+        # Only what the interpreter needs to start as this one did: none of the secrets an
+        # operator may have put in the environment (SMTP password, webhook URLs).
+        env = {k: v for k, v in os.environ.items() if k.startswith("PYTHON") or k in _KEPT_ENV}
         process = self._process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_MAIN.format(home=home)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env=env,
         )
         assert process.stdin is not None and process.stdout is not None
         os.set_blocking(process.stdin.fileno(), False)
