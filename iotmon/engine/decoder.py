@@ -64,6 +64,9 @@ class _Unsplit:
     """The worker's answer when a line held a newline: the lines are decoded here."""
 
 
+_UNSPLIT_ANSWER: Final = _Unsplit()
+
+
 class BlockDecoder:
     """Yields the columns of each block of a batch, in order (None for a block that is not
     all plain readings); ``worker=False`` decodes everything in this process."""
@@ -88,8 +91,9 @@ class BlockDecoder:
         self._process: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._buffer = bytearray()
-        self._sent: deque[tuple[Sequence[bytes], int]] = deque()
-        """Batches the worker has (the lines, and how many of their blocks), in order."""
+        self._sent: deque[tuple[Sequence[bytes], list[Sequence[bytes]], int]] = deque()
+        """Batches the worker has (the lines, their blocks, and how many of those it has),
+        in order."""
         self._stopper: weakref.finalize[[subprocess.Popen[bytes]], BlockDecoder] | None = None
 
     @property
@@ -107,19 +111,22 @@ class BlockDecoder:
         already, so that it decodes it while this process applies the ones before it."""
         if len(lines) >= WORKER_MIN_LINES and self._worker_ready():
             # All of it: by the time it is asked for, the worker has had time for it.
-            sent = self._send(_blocks(lines), joined, keep=0)
+            blocks = _blocks(lines)
+            sent = self._send(blocks, joined, keep=0)
             if sent:
-                self._sent.append((lines, sent))
+                self._sent.append((lines, blocks, sent))
 
     def columns(
         self, lines: Sequence[bytes], *, joined: Joined | None = None
     ) -> Iterator[Columns | None]:
         """The columns of ``lines[0:BLOCK_LINES]``, ``lines[BLOCK_LINES:2*BLOCK_LINES]``, …;
         ``joined``, ``b"\\n".join(lines)`` if the caller has it, saves making it."""
-        blocks = _blocks(lines)
         decode = self._parser.columns
-        sent = self._sent_for(lines)
-        if sent is None:
+        ahead = self._sent_for(lines)
+        if ahead is not None:
+            blocks, sent = ahead
+        else:
+            blocks = _blocks(lines)
             if self._sent or len(lines) < WORKER_MIN_LINES or not self._worker_ready():
                 # (Behind batches sent ahead, its answers would come after theirs.)
                 yield from map(decode, blocks)
@@ -228,15 +235,16 @@ class BlockDecoder:
             return 0
         return sent
 
-    def _sent_for(self, lines: Sequence[bytes]) -> int | None:
-        """How many blocks of ``lines`` were sent ahead (None if it was not): the answers of
-        batches sent before it, which will not be asked for now, are read and dropped."""
-        if not any(batch is lines for batch, _ in self._sent):
+    def _sent_for(self, lines: Sequence[bytes]) -> tuple[list[Sequence[bytes]], int] | None:
+        """The blocks of ``lines`` and how many of them the worker has, if it was sent
+        ahead (else None): the answers of batches sent before it, which will not be asked
+        for now, are read and dropped."""
+        if not any(batch is lines for batch, _, _ in self._sent):
             return None
         while True:
-            batch, sent = self._sent.popleft()
+            batch, blocks, sent = self._sent.popleft()
             if batch is lines:
-                return sent
+                return blocks, sent
             try:
                 for _ in range(sent):
                     self._answer()
@@ -249,10 +257,10 @@ class BlockDecoder:
         while not (end := self._answer_end()):
             self._exchange(b"", wait=True)
         buffer = self._buffer
-        frame = bytes(buffer[SIZE.size : end])
+        frame = buffer[SIZE.size : end]  # the one copy: orjson reads a bytearray as is
         del buffer[:end]
         if frame == UNSPLIT:
-            return _Unsplit()
+            return _UNSPLIT_ANSWER
         if not frame:
             return None
         keys, values, stamps, latest_us = orjson.loads(frame)

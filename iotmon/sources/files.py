@@ -65,12 +65,15 @@ class LineSplitter:
     def feed(self, chunk: bytes) -> tuple[list[bytes], int, bool]:
         """The lines ``chunk`` completes, the bytes they span (newlines included, and the
         carried-over start) and whether any of them is oversized."""
-        lines, consumed, oversized, _ = self.cut(chunk)
+        lines, consumed, oversized, _ = self._cut(chunk, joined=False)
         return lines, consumed, oversized
 
     def cut(self, chunk: bytes) -> tuple[list[bytes], int, bool, Joined | None]:
         """:meth:`feed`, and the lines joined by ``\\n`` as they were in the input (None
         when one of them is oversized): the bytes are at hand, a join would copy them."""
+        return self._cut(chunk, joined=True)
+
+    def _cut(self, chunk: bytes, *, joined: bool) -> tuple[list[bytes], int, bool, Joined | None]:
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if not lines:
@@ -81,7 +84,7 @@ class LineSplitter:
         consumed = len(chunk) - len(tail) + carried
         oversized = False
         # Up to the newline that ends the last line.
-        joined: Joined = memoryview(chunk)[: len(chunk) - len(tail) - 1]
+        view: Joined | None = memoryview(chunk)[: len(chunk) - len(tail) - 1] if joined else None
         if carried:
             # Glue the carried start onto the first piece: no copy of the whole chunk.
             length = carried + len(lines[0])
@@ -90,7 +93,8 @@ class LineSplitter:
                 oversized = True
             else:
                 lines[0] = self._pending + lines[0]
-                joined = self._pending + joined
+                if view is not None:
+                    view = self._pending + view
         # A line inside one chunk is shorter than the chunk: only a small limit needs a look.
         if len(chunk) > limit and max(map(len, lines)) > limit:
             for index, line in enumerate(lines):
@@ -100,7 +104,7 @@ class LineSplitter:
         self._pending = b""
         self._carried = 0
         self._carry(tail)
-        return lines, consumed, oversized, None if oversized else joined
+        return lines, consumed, oversized, None if oversized else view
 
     def finish(self) -> tuple[list[bytes], int, bool]:
         """The last line when the input ends without a newline (like :meth:`feed`)."""
