@@ -194,6 +194,8 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
         "bare": "bare aiokafka `getmany` loop, counting only (the client's ceiling)",
         "bare_parse": "bare aiokafka `getmany` loop + `orjson.loads` of every value "
         "(the ceiling of any JSON consumer)",
+        "bare_tuples": "bare aiokafka `getmany` loop, counting only, with messages as "
+        "`(offset, key, value)` tuples as iotmon's source gets them",
         "quix_sliding": f"Quix Streams {v['quixstreams']}: running mean + 300 s sliding "
         f"window mean{prefix(sliding_n)}",
         "quix_running": f"Quix Streams {v['quixstreams']}: running mean only{prefix(quix_n)}",
@@ -282,6 +284,16 @@ def _throughput(doc: dict[str, Any], meta: dict[str, Any], add: Any, targets: li
             "iotmon ÷ bare `getmany` loop: "
             f"{_with_range(bare.get('iotmon_over_peer'), _ratio)} steady rate, "
             f"{_with_range(bare['iotmon_over_peer_wall'], _ratio)} whole-run time."
+        )
+        add("")
+    tuples = systems.get("bare_tuples") or {}
+    if tuples.get("iotmon_over_peer_wall"):
+        add(
+            "iotmon reads messages as tuples, not as aiokafka's `ConsumerRecord` "
+            "(`iotmon/kafka/messages.py`); that alone makes the bare loop "
+            f"{_with_range(tuples.get('over_bare'), _ratio)} as fast. Against the bare loop "
+            f"with tuples too: {_with_range(tuples.get('iotmon_over_peer'), _ratio)} steady "
+            f"rate, {_with_range(tuples['iotmon_over_peer_wall'], _ratio)} whole-run time."
         )
         add("")
     for key, measure, target, label in (

@@ -223,8 +223,10 @@ class Bench:
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
-    def _bare_kafka(self, topic: str, count: int, *, parse: bool = False) -> RunResult:
-        label = "bare-kafka-parse" if parse else "bare-kafka"
+    def _bare_kafka(
+        self, topic: str, count: int, *, parse: bool = False, tuples: bool = False
+    ) -> RunResult:
+        label = "bare-kafka" + ("-parse" if parse else "") + ("-tuples" if tuples else "")
         d = self._dir(label)
         return self._run_peer(
             [
@@ -236,6 +238,7 @@ class Bench:
                 "--result",
                 str(d / "marks.json"),
                 *(["--parse"] if parse else []),
+                *(["--tuples"] if tuples else []),
             ],
             d,
             label=label,
@@ -498,6 +501,7 @@ class Bench:
             "iotmon": [],
             "bare": [],
             "bare_parse": [],
+            "bare_tuples": [],
             "quix_sliding": [],
             "quix_running": [],
             "spark": [],
@@ -515,6 +519,7 @@ class Bench:
                 runs[name].append(result)
             runs["bare"].append(self._bare_kafka(topic, plan.readings))
             runs["bare_parse"].append(self._bare_kafka(topic, plan.readings, parse=True))
+            runs["bare_tuples"].append(self._bare_kafka(topic, plan.readings, tuples=True))
             if self._has("quix"):
                 if rep < plan.quix_sliding_reps:
                     n = plan.quix_sliding_readings
@@ -551,7 +556,7 @@ class Bench:
                 entry["iotmon_over_peer"] = _summary(_paired_ratios(base, results))
                 # Whole runs (process start → exit), round by round: the peer's time ÷ iotmon's.
                 entry["iotmon_over_peer_wall"] = _summary(_paired_wall_ratios(base, results))
-            if name == "bare_parse":
+            if name in ("bare_parse", "bare_tuples"):
                 entry["over_bare"] = _summary(_paired_ratios(results, runs["bare"]))
             if name == "spark":
                 entry["batches"] = [r.marks.get("batches") for r in good]

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -88,10 +88,17 @@ def fill_topic(bootstrap: str, topic: str, count: int) -> None:
     )
 
 
-def iotmon(*args: str, check: bool = True, timeout: float = 300, **kwargs: Any) -> Any:
-    """Run ``python -m iotmon ARGS`` to completion, capturing output."""
+def iotmon(
+    *args: str,
+    check: bool = True,
+    timeout: float = 300,
+    entry: Sequence[str] = ("-m", "iotmon"),
+    **kwargs: Any,
+) -> Any:
+    """Run ``python -m iotmon ARGS`` to completion, capturing output (``entry``: what
+    follows ``python`` instead of ``-m iotmon``)."""
     result = subprocess.run(
-        [sys.executable, "-m", "iotmon", *args],
+        [sys.executable, *entry, *args],
         capture_output=True,
         timeout=timeout,
         check=False,

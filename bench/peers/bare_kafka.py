@@ -1,6 +1,7 @@
 """The Kafka client's ceiling: an aiokafka ``getmany`` loop that only counts messages
 (with ``--parse``, it also decodes every value with ``orjson.loads``: the ceiling of any
-consumer of JSON readings).
+consumer of JSON readings; with ``--tuples``, it gets the ``(offset, key, value)`` tuples
+iotmon's Kafka source gets instead of aiokafka's ``ConsumerRecord``).
 
 It uses the consumer settings iotmon's Kafka source uses (fetch sizes, batch size,
 read_committed, manual commits, a fresh consumer group), so the gap between the two is
@@ -20,6 +21,11 @@ from aiokafka import AIOKafkaConsumer
 
 async def consume(args: argparse.Namespace) -> dict[str, float | int | None]:
     started = time.monotonic()
+    options = {}
+    if args.tuples:
+        from iotmon.kafka.messages import LEAN_OPTIONS
+
+        options = LEAN_OPTIONS
     consumer = AIOKafkaConsumer(
         args.topic,
         bootstrap_servers=args.bootstrap_servers,
@@ -29,6 +35,7 @@ async def consume(args: argparse.Namespace) -> dict[str, float | int | None]:
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
         isolation_level="read_committed",
+        **options,
     )
     await consumer.start()
     count = 0
@@ -67,6 +74,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True, help="stop after this many")
     parser.add_argument("--result", required=True)
     parser.add_argument("--parse", action="store_true", help="orjson.loads every value")
+    parser.add_argument(
+        "--tuples", action="store_true", help="messages as iotmon's source gets them"
+    )
     args = parser.parse_args()
     result = asyncio.run(consume(args))
     with open(args.result, "w", encoding="utf-8") as out:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
+from operator import itemgetter
 from typing import Any, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -24,6 +25,7 @@ from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
 from iotmon.errors import KafkaUnreachableError, TopicNotFoundError
 from iotmon.kafka.clients import stop_client
+from iotmon.kafka.messages import KEY, LEAN_OPTIONS, OFFSET, VALUE, Message, as_messages
 from iotmon.kafka.settings import KafkaSettings
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
@@ -89,6 +91,7 @@ class KafkaSource:
             # wait behind it (the default 500 ms made start-up take seconds). Data still comes
             # back at once: this only bounds the wait when there is none.
             "fetch_max_wait_ms": 100,
+            **LEAN_OPTIONS,
         }
         consumer = AIOKafkaConsumer(**{**options, **s.client_options})
         try:
@@ -223,7 +226,7 @@ class KafkaSource:
             if not records:
                 yield None
                 continue
-            for tp, messages in records.items():
+            for tp, fetched in records.items():
                 if not self._ready.is_set():
                     await self._ready.wait()
                 if self._generation != generation:
@@ -235,21 +238,22 @@ class KafkaSource:
                     # Fetched before a rebalance took the partition away: its new owner
                     # reads these again from the position stored with its state.
                     continue
+                messages = as_messages(fetched)
                 stop = self._stop_at.get(tp) if self.once else None
-                if stop is not None and messages[-1].offset >= stop:
-                    messages = [m for m in messages if m.offset < stop]
+                if stop is not None and messages[-1][OFFSET] >= stop:
+                    messages = [m for m in messages if m[OFFSET] < stop]
                     if not messages:
                         self._next[tp] = max(self._next.get(tp, 0), stop)
                         continue
-                self._next[tp] = messages[-1].offset + 1
+                end = messages[-1][OFFSET] + 1
+                self._next[tp] = end
                 self._yielded = generation
-                # A tombstone (no value) reads as an empty line.
-                lines = [m.value if m.value is not None else b"" for m in messages]
+                lines = _values(messages)
                 yield Batch(
                     partition=partition_name(tp),
                     lines=lines,
                     positions=_Offsets(messages),
-                    end={"offset": messages[-1].offset + 1},
+                    end={"offset": end},
                     key_of=_keys(messages),
                     oversized=cap_lines(lines, self.max_line_bytes),
                 )
@@ -302,13 +306,21 @@ async def _nothing() -> dict[TopicPartition, int]:
     return {}
 
 
+def _values(messages: Sequence[Message]) -> list[bytes]:
+    values = list(map(itemgetter(VALUE), messages))
+    if None in values:
+        # A tombstone (no value) reads as an empty line.
+        return [b"" if v is None else v for v in values]
+    return values
+
+
 class _Offsets(Sequence[int]):
     """The offsets of a fetched batch, looked up only for the lines that are dead-lettered
     (a list of them would cost an allocation per message)."""
 
     __slots__ = ("_messages",)
 
-    def __init__(self, messages: list[Any]) -> None:
+    def __init__(self, messages: Sequence[Message]) -> None:
         self._messages = messages
 
     def __len__(self) -> int:
@@ -322,14 +334,13 @@ class _Offsets(Sequence[int]):
 
     def __getitem__(self, index: int | slice) -> int | list[int]:
         if isinstance(index, slice):
-            return [int(m.offset) for m in self._messages[index]]
-        return int(self._messages[index].offset)
+            return [int(m[OFFSET]) for m in self._messages[index]]
+        return int(self._messages[index][OFFSET])
 
 
-def _keys(messages: list[Any]) -> Any:
+def _keys(messages: Sequence[Message]) -> Any:
     def key_of(index: int) -> bytes | None:
-        key: bytes | None = messages[index].key
-        return key
+        return messages[index][KEY]
 
     return key_of
 
