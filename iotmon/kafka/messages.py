@@ -55,8 +55,10 @@ def _install() -> bool:
     if records is None or build is None or "_key_deserializer" not in names:
         log.debug("aiokafka's PartitionRecords changed: Kafka messages are read as records")
         return False
-    if getattr(build, "__wrapped__", None) is not None:
-        return True  # installed already (the module was imported again)
+    if getattr(build, "__module__", None) == __name__:
+        # This module imported again (a reload): wrap aiokafka's own method anew, for the
+        # new marker.
+        build = build.__wrapped__  # type: ignore[attr-defined]
 
     def _consumer_record(self: Any, tp: Any, record: Any) -> Any:
         if self._key_deserializer is _lean_keys:
