@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 bench-full: $(STAMP)
-	$(BIN)/python -m bench --full $(BENCH_ARGS)
+	$(BIN)/python -m bench --full --results-dir bench/results/full $(BENCH_ARGS)
 
 kafka-jars:
 	dev/kafka/kafka.sh jars

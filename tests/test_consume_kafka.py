@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -79,8 +80,13 @@ async def test_rejected_messages_go_to_the_dlq_topic(
         assert source[at] == value
 
 
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+async def read_topic(
+    bootstrap: str, topic: str, count: int, **options: Any
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The first ``count`` messages of ``topic`` (``options``: more consumer options)."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **options
+    )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:

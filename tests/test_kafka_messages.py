@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.consumer.fetcher import PartitionRecords
 
 from iotmon.kafka.messages import LEAN_OPTIONS, as_messages, lean_installed
 from tests.conftest import MakeTopic
-from tests.helpers import PATIENCE_S
+from tests.test_consume_kafka import read_topic
 
 SENT: list[tuple[bytes | None, bytes | None]] = [
     (b"k1", b'{"a": 1}'),
@@ -39,22 +39,6 @@ def test_records_are_turned_into_tuples() -> None:
     assert as_messages([]) == []
 
 
-async def _read(bootstrap: str, topic: str, **options: Any) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **options
-    )
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        while len(got) < len(SENT):
-            more = await consumer.getmany(timeout_ms=int(PATIENCE_S * 1000))
-            assert more, f"{len(got)} of {len(SENT)} messages arrived"
-            got += [m for messages in more.values() for m in messages]
-    finally:
-        await consumer.stop()
-    return got
-
-
 async def test_only_the_lean_consumer_gets_tuples(
     kafka_bootstrap: str, make_topic: MakeTopic
 ) -> None:
@@ -67,8 +51,8 @@ async def test_only_the_lean_consumer_gets_tuples(
     finally:
         await producer.stop()
 
-    lean = await _read(kafka_bootstrap, topic, **LEAN_OPTIONS)
-    plain = await _read(kafka_bootstrap, topic)
+    lean: list[Any] = await read_topic(kafka_bootstrap, topic, len(SENT), **LEAN_OPTIONS)
+    plain = await read_topic(kafka_bootstrap, topic, len(SENT))
 
     assert lean == [(i, key, value) for i, (key, value) in enumerate(SENT)]
     assert all(type(m) is ConsumerRecord for m in plain)
