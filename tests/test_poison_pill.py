@@ -296,8 +296,8 @@ async def test_poison_pills_from_kafka(
         *("--state-dir", str(state), "--no-changelog"),
         *mail_args(smtp_server),
     )
-    entry = AIOKAFKA_RECORDS if records == "aiokafka" else ("-m", "iotmon")
-    report = consume(*args, entry=entry)
+    how: dict[str, Any] = {"entry": AIOKAFKA_RECORDS} if records == "aiokafka" else {}
+    report = consume(*args, **how)
     assert_accounted(report, len(values), await _count(kafka_bootstrap, f"{topic}.dlq"))
     assert_hot_device_mailed(smtp_server)
 
