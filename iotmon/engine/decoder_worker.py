@@ -4,8 +4,9 @@ Started by :class:`iotmon.engine.decoder.BlockDecoder`, which calls :func:`main`
 interpreter; not a command for people. It speaks over its stdin and
 stdout, in frames that start with their length as a little-endian ``u32``:
 
-- first the parent sends the parse settings (JSON, see :func:`settings_frame`), and the
-  worker answers one byte, ``R``, once it is ready;
+- first the parent sends the parse settings (pickled, see :func:`settings_frame`: they
+  come from the process that started this one, over its own pipe), and the worker
+  answers one byte, ``R``, once it is ready;
 - then, for each request, the parent sends ``<n lines> <bytes>`` (two ``u32``) and the
   lines joined by ``\\n``; the worker answers one frame per block of
   :data:`~iotmon.blocks.BLOCK_LINES` lines, in order: empty when that block is not all plain
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import signal
 import struct
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
@@ -39,16 +41,8 @@ UNSPLIT: Final = b"!"
 
 
 def settings_frame(settings: ParseSettings) -> bytes:
-    """The first frame: the parse settings, the bounds as ``float.hex`` (JSON has no
-    infinity)."""
-    doc = {
-        "key_field": settings.key_field,
-        "temperature_field": settings.temperature_field,
-        "time_field": settings.time_field,
-        "valid_min": settings.valid_min.hex(),
-        "valid_max": settings.valid_max.hex(),
-    }
-    payload = orjson.dumps(doc)
+    """The first frame: the parse settings, whole (every field, however many it gets)."""
+    payload = pickle.dumps(settings)
     return SIZE.pack(len(payload)) + payload
 
 
@@ -70,16 +64,6 @@ def _write(data: bytes) -> None:
         view = view[os.write(1, view) :]
 
 
-def _settings(doc: dict[str, Any]) -> ParseSettings:
-    return ParseSettings(
-        key_field=doc["key_field"],
-        temperature_field=doc["temperature_field"],
-        time_field=doc["time_field"],
-        valid_min=float.fromhex(doc["valid_min"]),
-        valid_max=float.fromhex(doc["valid_max"]),
-    )
-
-
 def main() -> None:
     """Serve requests until stdin closes (or stdout does: the parent has gone)."""
     try:
@@ -97,7 +81,10 @@ def _serve() -> None:
     payload = _read_exactly(SIZE.unpack(header)[0])
     if payload is None:
         return
-    parser = BlockParser(_settings(orjson.loads(payload)))
+    settings = pickle.loads(payload)
+    if not isinstance(settings, ParseSettings):
+        raise TypeError(f"expected ParseSettings, got {type(settings).__name__}")
+    parser = BlockParser(settings)
     # As in the main process: the decoded documents are short-lived and have no cycles.
     gc.freeze()
     gc.set_threshold(5_000, 10, 10)

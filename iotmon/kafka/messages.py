@@ -33,7 +33,6 @@ Message: TypeAlias = tuple[int, bytes | None, bytes | None]
 
 OFFSET: Final = 0
 KEY: Final = 1
-VALUE: Final = 2
 
 
 def _lean_keys(key: bytes | None) -> bytes | None:

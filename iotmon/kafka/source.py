@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from operator import itemgetter
 from typing import Any, overload
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -25,7 +24,7 @@ from aiokafka.errors import IllegalStateError, KafkaConnectionError, KafkaError
 
 from iotmon.errors import KafkaUnreachableError, TopicNotFoundError
 from iotmon.kafka.clients import stop_client
-from iotmon.kafka.messages import KEY, LEAN_OPTIONS, OFFSET, VALUE, Message, as_messages
+from iotmon.kafka.messages import KEY, LEAN_OPTIONS, OFFSET, Message, as_messages
 from iotmon.kafka.settings import KafkaSettings
 from iotmon.sources.base import (
     DEFAULT_MAX_LINE_BYTES,
@@ -248,7 +247,8 @@ class KafkaSource:
                 end = messages[-1][OFFSET] + 1
                 self._next[tp] = end
                 self._yielded = generation
-                lines = _values(messages)
+                # A tombstone (no value) reads as an empty line.
+                lines = [value if value is not None else b"" for _, _, value in messages]
                 yield Batch(
                     partition=partition_name(tp),
                     lines=lines,
@@ -304,14 +304,6 @@ class KafkaSource:
 
 async def _nothing() -> dict[TopicPartition, int]:
     return {}
-
-
-def _values(messages: Sequence[Message]) -> list[bytes]:
-    values = list(map(itemgetter(VALUE), messages))
-    if None in values:
-        # A tombstone (no value) reads as an empty line.
-        return [b"" if v is None else v for v in values]
-    return values
 
 
 class _Offsets(Sequence[int]):
